@@ -1,0 +1,127 @@
+"""The oracle: an account's state as a pure function of its ledger entries (CONTRACT.md).
+
+The reference service commits by these rules and the checkers judge by them, so a rule lives in
+exactly one place. Everything here is pure: no clock, no I/O, no mutation of its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+DISPLAY_FIELDS = ("credit_line", "outstanding", "available", "status", "usable")
+
+
+class State(NamedTuple):
+    credit_line: int
+    outstanding: int
+    status: str
+
+    @property
+    def available(self) -> int:
+        if self.status != "active":
+            return 0
+        return max(0, self.credit_line - self.outstanding)
+
+    @property
+    def usable(self) -> bool:
+        return self.available > 0
+
+    def view(self) -> dict:
+        """The fields a display shows for this state."""
+        available = self.available
+        return {
+            "credit_line": self.credit_line,
+            "outstanding": self.outstanding,
+            "available": available,
+            "status": self.status,
+            "usable": available > 0,
+        }
+
+
+def opened(credit_line: int) -> State:
+    assert credit_line >= 0
+    return State(credit_line, 0, "active")
+
+
+def apply(state: State | None, entry: dict) -> State:
+    """The state after one entry. Never judges legality (see `judge`): a ledger that broke a rule
+    still has a well-defined state, which the checkers need to keep replaying past the break."""
+    kind = entry["type"]
+    if kind == "open":
+        return opened(entry["credit_line"])
+    assert state is not None, "an entry before the account's open entry"
+    if kind == "draw":
+        return state._replace(outstanding=state.outstanding + entry["amount"])
+    if kind == "repay":
+        return state._replace(outstanding=state.outstanding - entry["amount"])
+    if kind == "limit":
+        return state._replace(credit_line=entry["credit_line"])
+    if kind == "status":
+        return state._replace(status=entry["status"])
+    raise ValueError(f"unknown entry type {kind!r}")
+
+
+def judge(state: State, kind: str, value: int | str) -> str | None:
+    """None when the write is allowed on `state`, else the contract's error code.
+
+    `value` is the amount (draw, repay), the new credit line (limit) or the new status (status).
+    """
+    if kind == "draw":
+        if state.status != "active":
+            return "account_not_active"
+        if not 0 < value <= state.available:
+            return "insufficient_limit"
+        return None
+    if kind == "repay":
+        if state.status == "closed":
+            return "account_not_active"
+        if not 0 < value <= state.outstanding:
+            return "overpayment"
+        return None
+    if kind == "limit":
+        return "account_not_active" if state.status == "closed" else None
+    if kind == "status":
+        if value == "closed" and state.outstanding != 0:
+            return "outstanding_balance"
+        return None
+    raise ValueError(f"unknown write kind {kind!r}")
+
+
+def cure_due(before: State, after: State) -> bool:
+    """The cure rule: a repay that clears an overdue account's balance reactivates it."""
+    return before.status == "overdue" and before.outstanding > 0 and after.outstanding == 0
+
+
+def entry_value(entry: dict) -> int | str:
+    """The value `judge` takes for this entry."""
+    kind = entry["type"]
+    if kind in ("draw", "repay"):
+        return entry["amount"]
+    if kind == "limit":
+        return entry["credit_line"]
+    if kind == "status":
+        return entry["status"]
+    raise ValueError(f"entry type {kind!r} has no judged value")
+
+
+def replay(entries: Iterable[dict]) -> list[tuple[int, State]]:
+    """(seq, state after that entry) for one account's entries, in the order given (seq order)."""
+    out: list[tuple[int, State]] = []
+    state: State | None = None
+    for entry in entries:
+        state = apply(state, entry)
+        out.append((entry["seq"], state))
+    return out
+
+
+def state_at(timeline: list[tuple[int, State]], seq: int) -> State | None:
+    """The state reflecting exactly the entries with seq <= `seq`; None before the open entry."""
+    lo, hi = 0, len(timeline)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if timeline[mid][0] <= seq:
+            lo = mid + 1
+        else:
+            hi = mid
+    return timeline[lo - 1][1] if lo else None
+

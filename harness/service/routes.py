@@ -1,0 +1,87 @@
+"""The contract's routes: method and path to a core handler. Shared by every edge."""
+
+from __future__ import annotations
+
+from ..contract import BadRequest, is_id
+from .core import LimitService
+
+_ACCOUNT_WRITES = {
+    "draws": LimitService.draw,
+    "repayments": LimitService.repay,
+    "limit": LimitService.set_limit,
+    "status": LimitService.set_status,
+}
+
+
+def _open(svc, *, body, query):
+    return svc.open_account(body)
+
+
+def _write(method):
+    return lambda svc, account_id, *, body, query: method(svc, account_id, body)
+
+
+def _display(svc, account_id, *, body, query):
+    return svc.display(account_id)
+
+
+def _ledger(svc, *, body, query):
+    return svc.ledger_page(query)
+
+
+def _health(svc, *, body, query):
+    return 200, {"status": "ok"}
+
+
+def _chaos(svc, *, body, query):
+    return svc.chaos_status()
+
+
+def _fault_add(svc, *, body, query):
+    return svc.chaos_add(body)
+
+
+def _fault_remove(svc, fault_id=None, *, body, query):
+    return svc.chaos_remove(fault_id)
+
+
+def _sync(svc, *, body, query):
+    return svc.sync()
+
+
+_WRITE_HANDLERS = {name: _write(method) for name, method in _ACCOUNT_WRITES.items()}
+_FIXED = {
+    ("POST", "/v1/accounts"): _open,
+    ("GET", "/v1/ledger"): _ledger,
+    ("GET", "/v1/health"): _health,
+    ("GET", "/v1/chaos"): _chaos,
+    ("POST", "/v1/chaos/faults"): _fault_add,
+    ("DELETE", "/v1/chaos/faults"): _fault_remove,
+    ("GET", "/v1/sync"): _sync,
+}
+
+
+def route(method: str, path: str):
+    """(handler, path args), or (None, ()) for an unknown route. A malformed id in the path is
+    a 400, as the contract asks for bad ids."""
+    handler = _FIXED.get((method, path))
+    if handler is not None:
+        return handler, ()
+    parts = path.split("/")
+    # ['', 'v1', 'accounts', ID, ACTION] and ['', 'v1', 'chaos', 'faults', ID]
+    if len(parts) == 5 and parts[0] == "" and parts[1] == "v1":
+        if parts[2] == "accounts":
+            action = parts[4]
+            handler = (_WRITE_HANDLERS.get(action) if method == "POST"
+                       else _display if method == "GET" and action == "display" else None)
+            if handler is not None:
+                return handler, (_path_id(parts[3]),)
+        elif parts[2] == "chaos" and parts[3] == "faults" and method == "DELETE":
+            return _fault_remove, (_path_id(parts[4]),)
+    return None, ()
+
+
+def _path_id(raw: str) -> str:
+    if not is_id(raw):
+        raise BadRequest("ids are 1 to 64 characters from [A-Za-z0-9._:-]")
+    return raw
