@@ -28,7 +28,7 @@ class Row(NamedTuple):
 
 
 class Projector:
-    def __init__(self, tail: dict[str, int], read_account: Callable[[str], list[dict]],
+    def __init__(self, tail: dict[str, int], read_account: Callable[[str, int], list[dict]],
                  bugs: frozenset[str] = frozenset()) -> None:
         # `tail` is the ledger's last seq per account, owned by the core; read-only here.
         self.tail = tail
@@ -129,12 +129,16 @@ class Projector:
         return len(stale)
 
     def rebuild(self, account_id: str) -> None:
-        entries = self.read_account(account_id)
+        """Bring one account up to the ledger: from its row when the row is honest (only the
+        missing tail is read), from the first entry when there is no trustworthy row."""
+        row = self.rows.get(account_id)
+        start = row if row is not None and row.as_of_seq is not None else None
+        entries = self.read_account(account_id, start.as_of_seq if start else 0)
         self.pending.pop(account_id, None)
         self.behind.pop(account_id, None)
         if not entries:
             return
-        state = None
+        state = start.state if start else None
         for entry in entries:
             state = self._apply(state, entry)
         self.rows[account_id] = Row(state, entries[-1]["seq"])

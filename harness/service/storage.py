@@ -28,8 +28,8 @@ class LedgerStore(Protocol):
     def page(self, after_seq: int, limit: int) -> list[dict]:
         """Entries with seq > after_seq, ascending, at most `limit`."""
 
-    def account_entries(self, account_id: str) -> list[dict]:
-        """One account's entries, ascending seq."""
+    def account_entries(self, account_id: str, after_seq: int = 0) -> list[dict]:
+        """One account's entries with seq > after_seq, ascending."""
 
     def entries(self) -> Iterator[dict]:
         """Every entry, ascending seq (used once, to rebuild state at start)."""
@@ -65,8 +65,8 @@ class MemoryLedger:
                 hi = mid
         return [dict(e) for e in self._entries[lo:lo + limit]]
 
-    def account_entries(self, account_id: str) -> list[dict]:
-        return list(self._by_account.get(account_id, ()))
+    def account_entries(self, account_id: str, after_seq: int = 0) -> list[dict]:
+        return [e for e in self._by_account.get(account_id, ()) if e["seq"] > after_seq]
 
     def entries(self) -> Iterator[dict]:
         return iter(list(self._entries))
@@ -81,43 +81,53 @@ class SQLiteLedger:
 
     _SCHEMA = """
     CREATE TABLE IF NOT EXISTS entries (
-        seq INTEGER PRIMARY KEY, entry_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL,
+        seq INTEGER PRIMARY KEY, entry_id TEXT NOT NULL, request_id TEXT NOT NULL,
         account_id TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL, product TEXT,
         credit_line INTEGER, amount INTEGER, status TEXT, reason TEXT);
     CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id, seq);
     CREATE TABLE IF NOT EXISTS answers (
-        request_id TEXT PRIMARY KEY, status INTEGER NOT NULL, body BLOB NOT NULL);
+        request_id TEXT NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL);
     """
+    # No index on answers.request_id nor on entries.entry_id: answers are served from memory and
+    # read from disk once at start (an append-only log, the last answer wins), and entry ids are
+    # derived from the seq primary key. Each index would cost a B-tree insert on every write.
 
     def __init__(self, path: str) -> None:
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(path, check_same_thread=False)
             self._db.executescript(self._SCHEMA)
+            self._db.commit()
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise UsageError(f"cannot open the SQLite ledger at {path!r}: {exc}") from None
+        # Answers are read on every write (idempotency) and never change once written, so they
+        # are served from memory; the table is the durable copy, read once at start.
+        self._answers: dict[str, tuple[int, dict]] = {
+            rid: (status, orjson.loads(body))
+            for rid, status, body in self._db.execute(
+                "SELECT request_id, status, body FROM answers ORDER BY rowid")}
         self._insert = (f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")
 
     def commit(self, entries: list[dict], request_id: str, status: int, body: dict) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        # The sqlite3 module opens the transaction at the first INSERT; one commit() ends it.
         try:
-            db.executemany(self._insert, [tuple(e.get(c) for c in ENTRY_COLUMNS) for e in entries])
-            # OR REPLACE: the retry_duplicates_draw bug answers one request id twice.
-            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
+            if entries:
+                db.executemany(self._insert, [tuple(e.get(c) for c in ENTRY_COLUMNS)
+                                              for e in entries])
+            db.execute("INSERT INTO answers VALUES (?, ?, ?)",
                        (request_id, status, orjson.dumps(body)))
+            db.commit()
         except BaseException:
-            db.execute("ROLLBACK")
+            db.rollback()
             raise
-        db.execute("COMMIT")
+        self._answers[request_id] = (status, body)
 
     def recall(self, request_id: str) -> tuple[int, dict] | None:
-        row = self._db.execute("SELECT status, body FROM answers WHERE request_id = ?",
-                               (request_id,)).fetchone()
-        return (row[0], orjson.loads(row[1])) if row else None
+        return self._answers.get(request_id)
 
     def page(self, after_seq: int, limit: int) -> list[dict]:
         rows = self._db.execute(
@@ -125,10 +135,10 @@ class SQLiteLedger:
             (after_seq, limit))
         return [_entry(row) for row in rows]
 
-    def account_entries(self, account_id: str) -> list[dict]:
+    def account_entries(self, account_id: str, after_seq: int = 0) -> list[dict]:
         rows = self._db.execute(
-            f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries WHERE account_id = ? ORDER BY seq",
-            (account_id,))
+            f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries WHERE account_id = ? AND seq > ? "
+            f"ORDER BY seq", (account_id, after_seq))
         return [_entry(row) for row in rows]
 
     def entries(self) -> Iterator[dict]:

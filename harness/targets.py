@@ -1,0 +1,194 @@
+"""Targets: anything that speaks CONTRACT.md. Three ways to reach one (DESIGN.md):
+
+- `EmbeddedTarget`: the reference service in-process under a simulated clock (deterministic,
+  no sockets, no sleeping);
+- `HttpTarget`: a base URL, real time;
+- `AdapterTarget`: a user's Python class with a `request(method, path, body, query)` method
+  returning `(status, body)`, for services that do not speak the contract over HTTP.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+import urllib3
+
+from .clock import RealClock, SimClock
+from .errors import TargetError, UsageError
+
+WAIT_STEPS_MAX = 10_000_000  # a bound on the event loop of one simulated wait
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int | None  # None: no answer (timeout, reset, refused)
+    body: Any  # parsed JSON, or None
+    error: str | None = None  # why there is no usable answer
+
+
+class Target(Protocol):
+    name: str
+    simulated: bool
+
+    def request(self, method: str, path: str, body: Any = None,
+                query: dict | None = None) -> Reply: ...
+
+    def now_ms(self) -> int: ...
+
+    def wait_ms(self, duration_ms: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedTarget:
+    simulated = True
+
+    def __init__(self, seed: int = 0, bugs=(), ledger: str = "sqlite://",
+                 sync_lag_ms: int = 20) -> None:
+        from .service.core import LimitService, ServiceConfig
+        from .service.storage import open_ledger
+
+        self.clock = SimClock()
+        self.service = LimitService(open_ledger(ledger), self.clock,
+                                    ServiceConfig(sync_lag_ms=sync_lag_ms, seed=seed), bugs=bugs)
+        self.bugs = tuple(bugs)
+        self.name = "embedded" + (f" (bugs: {', '.join(self.bugs)})" if self.bugs else "")
+
+    def request(self, method: str, path: str, body: Any = None,
+                query: dict | None = None) -> Reply:
+        self.service.advance(self.clock.now_ms())
+        status, answer = self.service.call(method, path, body, query)
+        return Reply(status, answer)
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def wait_ms(self, duration_ms: int) -> None:
+        """Let simulated time pass, delivering every event that falls due on the way."""
+        assert duration_ms >= 0
+        end_ms = self.clock.now_ms() + duration_ms
+        service, clock = self.service, self.clock
+        for _ in range(WAIT_STEPS_MAX):
+            wake_ms = service.next_wakeup_ms()
+            if wake_ms > end_ms:
+                break
+            clock.advance_to(max(wake_ms, clock.now_ms()))
+            service.advance(clock.now_ms())
+            if wake_ms <= clock.now_ms() and service.next_wakeup_ms() <= clock.now_ms():
+                clock.advance(1)  # nothing more due at this ms; never spin in place
+        clock.advance_to(max(end_ms, clock.now_ms()))
+        service.advance(clock.now_ms())
+
+    def close(self) -> None:
+        self.service.store.close()
+
+
+class HttpTarget:
+    simulated = False
+
+    def __init__(self, base_url: str, pool_size: int = 8, timeout_s: float = 5.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"--target {base_url!r} is not an http:// or https:// URL")
+        self.base_url = base_url.rstrip("/")
+        self.name = self.base_url
+        self.clock = RealClock()
+        self.pool = urllib3.PoolManager(
+            num_pools=4, maxsize=pool_size, block=True, retries=False,
+            timeout=urllib3.Timeout(connect=min(2.0, timeout_s), read=timeout_s))
+
+    def request(self, method: str, path: str, body: Any = None,
+                query: dict | None = None) -> Reply:
+        url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
+        data = None if body is None else orjson.dumps(body)
+        headers = {"content-type": "application/json"} if data is not None else None
+        try:
+            response = self.pool.request(method, url, body=data, headers=headers,
+                                         redirect=False, preload_content=True)
+        except urllib3.exceptions.HTTPError as exc:
+            return Reply(None, None, f"{type(exc).__name__}: {exc}")
+        raw = response.data
+        if not raw:
+            return Reply(response.status, None)
+        try:
+            return Reply(response.status, orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            return Reply(response.status, None, f"contract: body is not JSON: {raw[:80]!r}")
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def wait_ms(self, duration_ms: int) -> None:
+        time.sleep(duration_ms / 1000)
+
+    def close(self) -> None:
+        self.pool.clear()
+
+
+class AdapterTarget:
+    """Wraps a user's class: `request(method, path, body, query) -> (status, body)`; an exception
+    it raises is an unknown outcome, as a lost response would be over HTTP."""
+
+    simulated = False
+
+    def __init__(self, spec: str) -> None:
+        module_name, _, class_name = spec.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+            self.impl = cls()
+        except Exception as exc:
+            raise UsageError(f"cannot load adapter {spec!r}: {type(exc).__name__}: {exc}") from None
+        self.name = f"py:{spec}"
+        self.clock = RealClock()
+
+    def request(self, method: str, path: str, body: Any = None,
+                query: dict | None = None) -> Reply:
+        try:
+            status, answer = self.impl.request(method, path, body, query)
+        except Exception as exc:
+            return Reply(None, None, f"{type(exc).__name__}: {exc}")
+        return Reply(status, answer)
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def wait_ms(self, duration_ms: int) -> None:
+        time.sleep(duration_ms / 1000)
+
+    def close(self) -> None:
+        close = getattr(self.impl, "close", None)
+        if callable(close):
+            close()
+
+
+def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8) -> Target:
+    """None: the embedded reference service; `http(s)://...`; or `py:MODULE:CLASS`."""
+    if spec is None or spec == "embedded":
+        return EmbeddedTarget(seed=seed, bugs=bugs)
+    if bugs:
+        raise UsageError("--bug switches on bugs of the embedded reference service; for an HTTP "
+                         "target start it with `limit-harness serve --bug NAME` instead")
+    if spec.startswith("py:"):
+        return AdapterTarget(spec[3:])
+    return HttpTarget(spec, pool_size=pool_size)
+
+
+def probe(target: Target) -> list[str]:
+    """Check the target answers its health route; returns the fault kinds it supports."""
+    reply = target.request("GET", "/v1/health")
+    if reply.status != 200:
+        why = reply.error or f"status {reply.status}"
+        raise TargetError(f"target {target.name} is not reachable or not healthy "
+                          f"(GET /v1/health: {why}); is it running?")
+    chaos = target.request("GET", "/v1/chaos")
+    if chaos.status != 200 or not isinstance(chaos.body, dict):
+        return []  # chaos control is optional: no faults will be injected
+    supported = chaos.body.get("supported")
+    if not isinstance(supported, list):
+        return []
+    return [k for k in supported if isinstance(k, str)]

@@ -1,0 +1,276 @@
+"""The workload: generated users whose personas come from the failure stories users report.
+
+A user keeps a belief of its accounts' states (from its own acknowledged writes), only to aim at
+the edges: a draw of exactly the available, a repayment of exactly the outstanding, one fen
+over either, a retry of an earlier request id. The belief is never used to judge anything:
+the checkers judge the history against the ledger.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import oracle
+from .errors import UsageError
+from .oracle import State
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SENT_REMEMBERED_MAX = 32  # earlier requests a user may retry; older ones are forgotten
+
+PERSONAS = (
+    "steady_spender",    # draws and repays at a steady pace
+    "prober",            # many small draws, reads the limit all the time
+    "early_repayer",     # repays right after drawing
+    "multi_lender",      # holds a 花呗 and a 借呗 line and draws on both
+    "overdue_repayer",   # goes overdue, then repays in full (the cure rule)
+    "frozen_unfrozen",   # gets frozen, tries to draw, is unfrozen
+    "limit_cut",         # a risk-policy cut below the balance, then restored
+    "closer",            # repays everything, closes, reopens
+)
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    mix: dict[str, int]
+    credit_line_fen_min: int = 500_000
+    credit_line_fen_max: int = 5_000_000
+    think_ms_min: int = 5
+    think_ms_max: int = 120
+    read_p: float = 0.35
+    edge_p: float = 0.25
+    retry_p: float = 0.05
+    locale: str = "zh_CN"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mix) - set(PERSONAS)
+        if unknown:
+            raise UsageError(f"unknown persona {sorted(unknown)[0]!r}; known: {', '.join(PERSONAS)}")
+        if not self.mix or sum(self.mix.values()) <= 0 or min(self.mix.values()) < 0:
+            raise UsageError("the persona mix needs at least one persona with a positive weight")
+        if not 0 <= self.credit_line_fen_min <= self.credit_line_fen_max:
+            raise UsageError("credit_line_fen_min must be between 0 and credit_line_fen_max")
+        if not 1 <= self.think_ms_min <= self.think_ms_max:
+            raise UsageError("think_ms_min must be between 1 and think_ms_max")
+        for name in ("read_p", "edge_p", "retry_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UsageError(f"{name} must be between 0 and 1")
+
+
+def load_config(spec: str | None, locale: str | None) -> WorkloadConfig:
+    """`spec`: None (fixtures/personas.toml), a name in fixtures/ (personas-NAME.toml) or a path."""
+    path = FIXTURES / "personas.toml" if spec is None else Path(spec)
+    if spec is not None and not path.exists() and (FIXTURES / f"personas-{spec}.toml").exists():
+        path = FIXTURES / f"personas-{spec}.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read personas file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"personas file {path} is not valid TOML: {exc}") from None
+    known = {"mix", "workload"}
+    if set(raw) - known:
+        raise UsageError(f"personas file {path}: unknown section {sorted(set(raw) - known)[0]!r}")
+    options = dict(raw.get("workload", {}))
+    fields = set(WorkloadConfig.__dataclass_fields__) - {"mix"}
+    if set(options) - fields:
+        raise UsageError(f"personas file {path}: unknown key {sorted(set(options) - fields)[0]!r}")
+    mix = raw.get("mix", {})
+    for key, value in [*mix.items(), *options.items()]:
+        expected = str if key == "locale" else (float, int) if key.endswith("_p") else int
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise UsageError(f"personas file {path}: {key!r} has the wrong type")
+    if locale:
+        options["locale"] = locale
+    return WorkloadConfig(mix=mix, **options)
+
+
+@dataclass
+class Action:
+    f: str  # open, draw, repay, limit, status, display
+    account_id: str
+    body: dict | None = None
+    retry_of: int | None = None  # history index of the op whose request this repeats
+
+
+@dataclass
+class User:
+    process: int
+    name: str
+    persona: str
+    accounts: list[str]
+    credit_line: int
+    belief: dict[str, State] = field(default_factory=dict)
+    sent: list[tuple[int, Action]] = field(default_factory=list)
+    step: int = 0
+    requests: int = 0
+
+
+class Workload:
+    def __init__(self, config: WorkloadConfig, rng: random.Random, run_tag: str) -> None:
+        self.config = config
+        self.rng = rng
+        self.run_tag = run_tag
+
+    def users(self, count: int) -> list[User]:
+        from faker import Faker
+
+        fake = Faker(self.config.locale)
+        fake.seed_instance(self.rng.randrange(2**32))
+        names = sorted(n for n, weight in self.config.mix.items() if weight > 0)
+        weights = [self.config.mix[n] for n in names]
+        out = []
+        for process in range(1, count + 1):
+            # Every persona first, so a small run still exercises each story; then by weight.
+            if process <= len(names):
+                persona = names[process - 1]
+            else:
+                persona = self.rng.choices(names, weights)[0]
+            products = ("huabei", "jiebei") if persona == "multi_lender" else \
+                (self.rng.choice(("huabei", "jiebei")),)
+            accounts = [f"{self.run_tag}-u{process}-{p[0]}" for p in products]
+            line = self.rng.randint(self.config.credit_line_fen_min,
+                                    self.config.credit_line_fen_max) // 100 * 100
+            out.append(User(process, fake.name(), persona, accounts, line))
+        return out
+
+    def opens(self, user: User) -> list[Action]:
+        return [Action("open", acc, {"account_id": acc,
+                                      "product": "huabei" if acc.endswith("-h") else "jiebei",
+                                      "credit_line": user.credit_line,
+                                      "request_id": self._rid(user)})
+                for acc in user.accounts]
+
+    def think_ms(self) -> int:
+        return self.rng.randint(self.config.think_ms_min, self.config.think_ms_max)
+
+    # -- choosing the next action ------------------------------------------------------------
+    def next_action(self, user: User) -> Action:
+        rng, config = self.rng, self.config
+        account_id = rng.choice(user.accounts)
+        if account_id not in user.belief:
+            return Action("display", account_id)
+        if user.sent and rng.random() < config.retry_p:
+            index, earlier = rng.choice(user.sent)
+            return Action(earlier.f, earlier.account_id, dict(earlier.body), retry_of=index)
+        if rng.random() < config.read_p:
+            return Action("display", account_id)
+        user.step += 1
+        f, body = _PERSONA_STEPS[user.persona](self, user, user.belief[account_id])
+        body["request_id"] = self._rid(user)
+        return Action(f, account_id, body)
+
+    def observe(self, user: User, action: Action, index: int, outcome: str, answer) -> None:
+        """Fold an answer into the user's belief (acknowledged writes only)."""
+        if action.f == "display" or action.retry_of is not None:
+            return
+        user.sent.append((index, action))
+        del user.sent[:-SENT_REMEMBERED_MAX]
+        if outcome != "ok":
+            return
+        if action.f == "open":
+            user.belief[action.account_id] = oracle.opened(action.body["credit_line"])
+            return
+        before = user.belief[action.account_id]
+        value_field = {"draw": "amount", "repay": "amount", "limit": "credit_line",
+                       "status": "status"}[action.f]
+        after = oracle.apply(before, {"type": action.f, value_field: action.body[value_field]})
+        if action.f == "repay" and oracle.cure_due(before, after):
+            after = after._replace(status="active")
+        user.belief[action.account_id] = after
+
+    # -- edges -------------------------------------------------------------------------------
+    def draw_amount(self, state: State, small: bool = False) -> int:
+        rng = self.rng
+        if rng.random() < self.config.edge_p:
+            return rng.choice((max(1, state.available), state.available + 1, 1))
+        top = max(1, state.available // (20 if small else 4))
+        return rng.randint(1, top)
+
+    def repay_amount(self, state: State) -> int:
+        rng = self.rng
+        if state.outstanding == 0 or rng.random() < self.config.edge_p:
+            return rng.choice((max(1, state.outstanding), state.outstanding + 1))
+        return rng.randint(1, state.outstanding)
+
+    def _rid(self, user: User) -> str:
+        user.requests += 1
+        return f"{self.run_tag}-{user.process}-{user.requests}"
+
+
+def _steady(w: Workload, u: User, s: State):
+    if s.outstanding and w.rng.random() < 0.35:
+        return "repay", {"amount": w.repay_amount(s)}
+    return "draw", {"amount": w.draw_amount(s)}
+
+
+def _prober(w: Workload, u: User, s: State):
+    if s.outstanding and w.rng.random() < 0.15:
+        return "repay", {"amount": w.repay_amount(s)}
+    return "draw", {"amount": w.draw_amount(s, small=True)}
+
+
+def _early_repayer(w: Workload, u: User, s: State):
+    if s.outstanding:
+        return "repay", {"amount": w.repay_amount(s)}
+    return "draw", {"amount": w.draw_amount(s)}
+
+
+def _overdue_repayer(w: Workload, u: User, s: State):
+    phase = u.step % 6
+    if s.status == "overdue":
+        return "repay", {"amount": max(1, s.outstanding) if w.rng.random() < 0.6 else w.repay_amount(s)}
+    if phase == 3 and s.outstanding:
+        return "status", {"status": "overdue", "reason": "payment-overdue"}
+    if s.status != "active":
+        return "status", {"status": "active", "reason": "restored"}
+    return "draw", {"amount": w.draw_amount(s)}
+
+
+def _frozen(w: Workload, u: User, s: State):
+    phase = u.step % 7
+    if phase == 2:
+        return "status", {"status": "frozen", "reason": "risk-review"}
+    if phase == 5:
+        return "status", {"status": "active", "reason": "review-cleared"}
+    if s.outstanding and w.rng.random() < 0.3:
+        return "repay", {"amount": w.repay_amount(s)}
+    return "draw", {"amount": w.draw_amount(s)}
+
+
+def _limit_cut(w: Workload, u: User, s: State):
+    phase = u.step % 8
+    if phase == 3:
+        cut = w.rng.randint(0, max(0, s.outstanding))  # below the balance: available becomes 0
+        return "limit", {"credit_line": cut, "reason": "risk-policy-cut"}
+    if phase == 7:
+        return "limit", {"credit_line": u.credit_line, "reason": "policy-restored"}
+    if s.outstanding and w.rng.random() < 0.3:
+        return "repay", {"amount": w.repay_amount(s)}
+    return "draw", {"amount": w.draw_amount(s)}
+
+
+def _closer(w: Workload, u: User, s: State):
+    if s.status == "closed":
+        return "status", {"status": "active", "reason": "reopened"}
+    phase = u.step % 6
+    if phase == 4:
+        return "status", {"status": "closed", "reason": "user-closed"}
+    if phase == 3 and s.outstanding:
+        return "repay", {"amount": s.outstanding}
+    return "draw", {"amount": w.draw_amount(s)}
+
+
+_PERSONA_STEPS = {
+    "steady_spender": _steady,
+    "prober": _prober,
+    "early_repayer": _early_repayer,
+    "multi_lender": _steady,
+    "overdue_repayer": _overdue_repayer,
+    "frozen_unfrozen": _frozen,
+    "limit_cut": _limit_cut,
+    "closer": _closer,
+}
+assert set(_PERSONA_STEPS) == set(PERSONAS)
