@@ -191,8 +191,9 @@ class Workload:
 
     def repay_amount(self, state: State) -> int:
         rng = self.rng
-        if state.outstanding == 0 or rng.random() < self.config.edge_p:
-            return rng.choice((max(1, state.outstanding), state.outstanding + 1))
+        # max(1, ...): a buggy target can drive the belief below zero; we still send valid money.
+        if state.outstanding <= 0 or rng.random() < self.config.edge_p:
+            return rng.choice((max(1, state.outstanding), max(1, state.outstanding + 1)))
         return rng.randint(1, state.outstanding)
 
     def _rid(self, user: User) -> str:
@@ -201,13 +202,13 @@ class Workload:
 
 
 def _steady(w: Workload, u: User, s: State):
-    if s.outstanding and w.rng.random() < 0.35:
+    if s.outstanding > 0 and w.rng.random() < 0.35:
         return "repay", {"amount": w.repay_amount(s)}
     return "draw", {"amount": w.draw_amount(s)}
 
 
 def _prober(w: Workload, u: User, s: State):
-    if s.outstanding and w.rng.random() < 0.15:
+    if s.outstanding > 0 and w.rng.random() < 0.15:
         return "repay", {"amount": w.repay_amount(s)}
     return "draw", {"amount": w.draw_amount(s, small=True)}
 
@@ -222,7 +223,7 @@ def _overdue_repayer(w: Workload, u: User, s: State):
     phase = u.step % 6
     if s.status == "overdue":
         return "repay", {"amount": max(1, s.outstanding) if w.rng.random() < 0.6 else w.repay_amount(s)}
-    if phase == 3 and s.outstanding:
+    if phase == 3 and s.outstanding > 0:
         return "status", {"status": "overdue", "reason": "payment-overdue"}
     if s.status != "active":
         return "status", {"status": "active", "reason": "restored"}
@@ -235,7 +236,7 @@ def _frozen(w: Workload, u: User, s: State):
         return "status", {"status": "frozen", "reason": "risk-review"}
     if phase == 5:
         return "status", {"status": "active", "reason": "review-cleared"}
-    if s.outstanding and w.rng.random() < 0.3:
+    if s.outstanding > 0 and w.rng.random() < 0.3:
         return "repay", {"amount": w.repay_amount(s)}
     return "draw", {"amount": w.draw_amount(s)}
 
@@ -247,7 +248,7 @@ def _limit_cut(w: Workload, u: User, s: State):
         return "limit", {"credit_line": cut, "reason": "risk-policy-cut"}
     if phase == 7:
         return "limit", {"credit_line": u.credit_line, "reason": "policy-restored"}
-    if s.outstanding and w.rng.random() < 0.3:
+    if s.outstanding > 0 and w.rng.random() < 0.3:
         return "repay", {"amount": w.repay_amount(s)}
     return "draw", {"amount": w.draw_amount(s)}
 
@@ -256,9 +257,9 @@ def _closer(w: Workload, u: User, s: State):
     if s.status == "closed":
         return "status", {"status": "active", "reason": "reopened"}
     phase = u.step % 6
-    if phase == 4:
+    if phase == 4:  # sometimes with a balance left: the service must refuse that close
         return "status", {"status": "closed", "reason": "user-closed"}
-    if phase == 3 and s.outstanding:
+    if phase == 3 and s.outstanding > 0 and w.rng.random() < 0.7:
         return "repay", {"amount": s.outstanding}
     return "draw", {"amount": w.draw_amount(s)}
 

@@ -47,10 +47,11 @@ def kind_counts(findings: Iterable[dict]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts.most_common()) or "none"
 
 
-def one_line(text: object, limit: int = 140) -> str:
-    """The first sentence of an explanation, on one line and at most `limit` characters."""
+def one_line(text: object, limit: int = 140, whole: bool = False) -> str:
+    """The first sentence of an explanation (all of it when `whole`), on one line and at most
+    `limit` characters."""
     flat = " ".join(str(text if text is not None else "").split())
-    sentence_end = _first_sentence_end(flat)
+    sentence_end = -1 if whole else _first_sentence_end(flat)
     if 0 < sentence_end < len(flat):
         flat = flat[:sentence_end]
     if len(flat) > limit:

@@ -22,11 +22,6 @@ def dumps(report: dict) -> bytes:
     return orjson.dumps(report, option=_OPTIONS) + b"\n"
 
 
-def write(report: dict, path: Path) -> Path:
-    path.write_bytes(dumps(report))
-    return path
-
-
 def load(path: Path | str) -> dict:
     """A report.json as a dict, or UsageError saying in one line why it cannot be one."""
     path = Path(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from .findings_view import CHECKERS, account, one_line, ordered, severity_counts
 
@@ -22,11 +21,6 @@ def render(report: dict) -> bytes:
     _count(suite)
     ET.indent(suite)
     return ET.tostring(suite, encoding="utf-8", xml_declaration=True) + b"\n"
-
-
-def write(report: dict, path: Path) -> Path:
-    path.write_bytes(render(report))
-    return path
 
 
 def _suite(report: dict) -> ET.Element:
@@ -65,7 +59,7 @@ def _checker_case(checker: str, findings: list[dict]) -> ET.Element:
 
 def _finding_line(finding: dict) -> str:
     return (f"[{finding.get('severity')}] {finding.get('kind')} account={account(finding)}: "
-            f"{one_line(finding.get('explanation'), limit=400)}")
+            f"{one_line(finding.get('explanation'), limit=2000, whole=True)}")
 
 
 def _gate_case(report: dict) -> ET.Element:

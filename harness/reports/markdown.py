@@ -4,7 +4,6 @@ many findings): the verdict, how to replay it, the worst findings, what was cove
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from .findings_view import (account, first_seen, kind_counts, one_line, ordered,
                             severity_counts)
@@ -16,7 +15,7 @@ COVERAGE_COLUMNS_MAX = 8
 
 
 def render(report: dict) -> str:
-    stats = report.get("stats") or {}
+    stats = report.get("stats") if isinstance(report.get("stats"), dict) else {}
     blocks = [
         _verdict(report),
         _replay(report.get("replay")),
@@ -25,11 +24,6 @@ def render(report: dict) -> str:
         _health(stats),
     ]
     return "\n\n".join(block for block in blocks if block) + "\n"
-
-
-def write(report: dict, path: Path) -> Path:
-    path.write_text(render(report), encoding="utf-8")
-    return path
 
 
 def _verdict(report: dict) -> str:

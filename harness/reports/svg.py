@@ -16,7 +16,7 @@ from ..findings import fen
 
 WIDTH = 960
 STRIP_HEIGHT = 84
-MARKS_MAX = 2000
+MARKS_MAX = 800  # a 960-unit strip cannot show more distinct marks than this
 
 OUTCOME_COLOURS = {"ok": "#2e7d32", "fail": "#ef6c00", "info": "#8e24aa"}
 READ_COLOURS = {"ok": "#1565c0", "fail": "#c62828", "info": "#8e24aa"}
@@ -78,21 +78,27 @@ def timeline(ops: Sequence[dict], windows: Sequence[Window], findings: Sequence[
 
 
 def thin(ops: Sequence[dict], limit: int = MARKS_MAX) -> list[dict]:
-    """All writes, and reads evenly sampled so the strip stays drawable for busy accounts:
-    writes are what findings are about, reads mostly repeat each other."""
+    """At most `limit` ops, evenly sampled, so the strip stays drawable for busy accounts.
+    Writes get most of the room: findings are about writes, reads mostly repeat each other."""
     if len(ops) <= limit:
         return list(ops)
     writes = [op for op in ops if op.get("f") not in ("display", "ledger")]
     reads = [op for op in ops if op.get("f") in ("display", "ledger")]
-    room = max(limit - len(writes), 0)
-    step = max(len(reads) / room, 1) if room else math.inf
-    sampled = [reads[int(i * step)] for i in range(room) if int(i * step) < len(reads)]
-    return sorted(writes + sampled, key=lambda op: op.get("invoke_ms", 0))
+    write_room = min(len(writes), max(limit - len(reads), limit * 3 // 4))
+    kept = _evenly(writes, write_room) + _evenly(reads, limit - write_room)
+    return sorted(kept, key=lambda op: op.get("invoke_ms", 0))
+
+
+def _evenly(items: Sequence[dict], count: int) -> list[dict]:
+    if count >= len(items):
+        return list(items)
+    step = len(items) / count if count > 0 else 0
+    return [items[int(i * step)] for i in range(max(count, 0))]
 
 
 def _svg_open(height: int, label: str) -> str:
     return (f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
-            f'aria-label="{escape(label)}" preserveAspectRatio="none">')
+            f'aria-label="{escape(label)}">')
 
 
 def _band(window: Window, scale: Scale) -> str:
@@ -110,7 +116,7 @@ def _phase_mark(name: str, t_ms: int, scale: Scale) -> str:
     return (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{_AXIS_Y - 4}" stroke="#455a64" '
             f'stroke-dasharray="3 3"><title>{escape(name)} phase from {t_ms / 1000:.3f} s'
             f"</title></line>"
-            f'<text x="{x + 3:.1f}" y="{_AXIS_Y - 6}" class="phase">{escape(name)}</text>')
+            f'<text x="{x + 3:.1f}" y="{_AXIS_Y - 6}" class="phase halo">{escape(name)}</text>')
 
 
 def _lane_labels() -> list[str]:
@@ -137,7 +143,8 @@ def _finding_mark(finding: dict, scale: Scale) -> str:
     x = scale.x(finding["first_seen_ms"])
     y = _FINDING_Y
     colour = SEVERITY_COLOURS.get(finding.get("severity"), OTHER_COLOUR)
-    title = f"{finding.get('severity')} {finding.get('kind')} at {finding['first_seen_ms'] / 1000:.3f} s"
+    title = (f"{finding.get('severity')} {finding.get('kind')} first seen at "
+             f"{finding['first_seen_ms'] / 1000:.3f} s")
     return (f'<path d="M{x:.1f} {y - 7}L{x + 6:.1f} {y}L{x:.1f} {y + 7}L{x - 6:.1f} {y}Z" '
             f'fill="{colour}" stroke="#fff" stroke-width="1"><title>{escape(title)}</title></path>')
 
@@ -188,8 +195,9 @@ def nice_step(raw: float) -> float:
 
 # -- lag histogram --------------------------------------------------------------------------
 
-HIST_HEIGHT = 220
-_H_TOP, _H_BOTTOM = 16, HIST_HEIGHT - 30
+HIST_HEIGHT = 236
+# Percentile labels get their own rows above the tallest bar, so no bar ever hides one.
+_LABEL_Y, _H_TOP, _H_BOTTOM = 12, 40, HIST_HEIGHT - 30
 BINS_MAX = 40
 
 
@@ -208,8 +216,8 @@ def lag_histogram(samples: Iterable[dict], marks_ms: dict[str, float]) -> str:
     parts = [_svg_open(HIST_HEIGHT, "display lag histogram")]
     for i in range(bins):
         parts.append(_bar(i, step_ms, counts_clean[i], counts_faulted[i], tallest, scale))
-    parts += [_hist_mark(name, value, scale) for name, value in marks_ms.items()
-              if isinstance(value, (int, float))]
+    marks = [(name, value) for name, value in marks_ms.items() if isinstance(value, (int, float))]
+    parts += [_hist_mark(name, value, scale, row) for row, (name, value) in enumerate(marks)]
     parts += _hist_axes(scale, tallest)
     parts.append("</svg>")
     return "".join(parts)
@@ -248,16 +256,22 @@ def _bar(i: int, step_ms: float, clean: int, faulted: int, tallest: int, scale: 
             f'height="{faulted_h:.1f}" fill="#fb8c00"/></g>')
 
 
-def _hist_mark(name: str, value_ms: float, scale: Scale) -> str:
-    x = scale.x(value_ms)
-    return (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_H_TOP - 6}" y2="{_H_BOTTOM}" stroke="#263238" '
-            f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="{_H_TOP}" class="tick">'
-            f"{escape(name)} {value_ms:,.0f} ms</text>")
+def _hist_mark(name: str, value_ms: float, scale: Scale, row: int) -> str:
+    # A percentile from the full stats may lie past the sampled range: pin it to the edge.
+    x = scale.x(min(value_ms, scale.hi_ms))
+    y = _LABEL_Y + 13 * row  # one row per mark, so p50 and p99 never print over each other
+    anchor = "end" if x > _RIGHT - 120 else "start"
+    dx = -3 if anchor == "end" else 3
+    return (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y + 3}" y2="{_H_BOTTOM}" stroke="#263238" '
+            f'stroke-dasharray="4 3"/><text x="{x + dx:.1f}" y="{y}" class="tick halo" '
+            f'text-anchor="{anchor}">{escape(name)} {value_ms:,.0f} ms</text>')
 
 
 def _hist_axes(scale: Scale, tallest: int) -> list[str]:
-    parts = [f'<line x1="{_LEFT}" x2="{_RIGHT}" y1="{_H_BOTTOM}" y2="{_H_BOTTOM}" stroke="#90a4ae"/>',
-             f'<text x="{_LEFT - 4}" y="{_H_TOP + 4}" class="tick" text-anchor="end">{tallest}</text>',
+    parts = [f'<line x1="{_LEFT}" x2="{_RIGHT}" y1="{_H_BOTTOM}" y2="{_H_BOTTOM}" '
+             'stroke="#90a4ae"/>',
+             f'<text x="{_LEFT - 4}" y="{_H_TOP + 4}" class="tick" '
+             f'text-anchor="end">{tallest}</text>',
              f'<text x="{_LEFT - 4}" y="{_H_BOTTOM}" class="tick" text-anchor="end">0</text>']
     for t_ms in nice_ticks(scale.lo_ms, scale.hi_ms):
         x = scale.x(t_ms)

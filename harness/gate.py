@@ -1,0 +1,228 @@
+"""The release gate: a policy file turns a run's findings and stats into pass or fail.
+
+A policy is a small TOML file (fixtures/gate-*.toml), for example:
+
+    fail_on_severity = ["critical", "major"]   # any one such finding fails the gate
+    allow_kinds = ["stale_display"]            # kinds that never fail it (known, accepted)
+    stale_lag_ms_p99_max = 1000                # bounds on stats["lag_ms"]
+    stale_lag_ms_max = 5000
+    unavailable_share_max = 0.01               # bounds on stats["availability"]
+    unavailable_ms_max = 2000
+
+    [max_findings]                             # budgets per severity
+    minor = 20
+
+A severity's budget is `max_findings[severity]` when given, else 0 when it is listed in
+`fail_on_severity`, else unlimited: so `major = 2` tolerates two majors even under the default
+list, and `minor = 20` caps minors that would otherwise never fail. Allowed kinds are not counted.
+
+A policy that bounds a stat the report does not carry fails the gate rather than passing it
+silently: a release gate that cannot see must not say yes.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .findings import KINDS, SEVERITIES
+
+DEFAULT_NAME = "default"
+
+
+@dataclass
+class Policy:
+    name: str = DEFAULT_NAME
+    description: str = ""
+    fail_on_severity: list[str] = field(default_factory=lambda: ["critical", "major"])
+    allow_kinds: list[str] = field(default_factory=list)
+    max_findings: dict[str, int] = field(default_factory=dict)
+    stale_lag_ms_p99_max: float | None = None
+    stale_lag_ms_max: float | None = None
+    unavailable_share_max: float | None = None
+    unavailable_ms_max: float | None = None
+
+    def budget(self, severity: str) -> float:
+        """How many findings of this severity the gate tolerates."""
+        if severity in self.max_findings:
+            return self.max_findings[severity]
+        return 0 if severity in self.fail_on_severity else float("inf")
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self, policy: Policy) -> dict:
+        """The report's "gate" entry."""
+        return {"policy": policy.name, "passed": self.passed, "reasons": list(self.reasons)}
+
+
+# -- loading --------------------------------------------------------------------------------
+
+# The file's keys: every Policy field but the name, which is the file's stem.
+_KEYS = tuple(f.name for f in fields(Policy) if f.name != "name")
+_BOUNDS = ("stale_lag_ms_p99_max", "stale_lag_ms_max", "unavailable_share_max",
+           "unavailable_ms_max")
+
+
+def load_policy(path: Path | str | None) -> Policy:
+    """The policy in `path`; None is the built-in default (no critical or major finding), the
+    same as fixtures/gate-default.toml."""
+    if path is None:
+        return Policy(description="No critical or major finding.")
+    path = Path(path)
+    raw = _read_toml(path)
+    values = {key: _validated(key, value, path) for key, value in raw.items()}
+    return Policy(name=path.stem.removeprefix("gate-"), **values)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read gate policy {path}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"gate policy {path} is not valid TOML{_near_key(text, exc)}: "
+                         f"{exc}") from None
+
+
+def _near_key(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """The key on the line tomllib complains about, so the message points at the setting."""
+    match = re.search(r"at line (\d+)", str(exc))
+    lines = text.splitlines()
+    if not match or not 0 < int(match.group(1)) <= len(lines):
+        return ""
+    key, equals, _ = lines[int(match.group(1)) - 1].partition("=")
+    return f" at key {key.strip()!r}" if equals and key.strip() else ""
+
+
+def _validated(key: str, value: Any, path: Path) -> Any:
+    if key not in _KEYS:
+        raise UsageError(f"gate policy {path}: unknown key {key!r} "
+                         f"(known: {', '.join(_KEYS)})")
+    problem = _problem(key, value)
+    if problem:
+        raise UsageError(f"gate policy {path}: {key!r} {problem}")
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _problem(key: str, value: Any) -> str | None:
+    if key == "description":
+        return None if isinstance(value, str) else "must be a string"
+    if key == "fail_on_severity":
+        return _names_problem(value, SEVERITIES, "severities")
+    if key == "allow_kinds":
+        return _names_problem(value, KINDS, "finding kinds")
+    if key == "max_findings":
+        return _budgets_problem(value)
+    if key in _BOUNDS:
+        return _bound_problem(key, value)
+    raise AssertionError(key)
+
+
+def _names_problem(value: Any, known: tuple[str, ...], what: str) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "must be a list of strings"
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        return f"has {', '.join(map(repr, unknown))}, not among the {what} {', '.join(known)}"
+    return None
+
+
+def _budgets_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a table of severity = count"
+    for severity, count in value.items():
+        if severity not in SEVERITIES:
+            return f"has {severity!r}, not among the severities {', '.join(SEVERITIES)}"
+        if not _is_number(count, integer=True) or count < 0:
+            return f"{severity} must be a non-negative integer"
+    return None
+
+
+def _bound_problem(key: str, value: Any) -> str | None:
+    if not _is_number(value) or value < 0:
+        return "must be a non-negative number"
+    if key == "unavailable_share_max" and value > 1:
+        return "is a share and must be between 0 and 1"
+    return None
+
+
+def _is_number(value: Any, integer: bool = False) -> bool:
+    # TOML booleans arrive as bool, a subclass of int: `max = true` is a typo, not 1.
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+# -- judging --------------------------------------------------------------------------------
+
+def judge(report: dict, policy: Policy) -> GateResult:
+    """Pass or fail, with every reason it failed (all of them, so one run says what to fix)."""
+    stats = report.get("stats") if isinstance(report.get("stats"), dict) else {}
+    reasons = _finding_reasons(report.get("findings") or [], policy)
+    reasons += _lag_reasons(stats, policy)
+    reasons += _availability_reasons(stats, policy)
+    return GateResult(passed=not reasons, reasons=reasons)
+
+
+def _finding_reasons(findings: list[dict], policy: Policy) -> list[str]:
+    counted = [f for f in findings if f.get("kind") not in policy.allow_kinds]
+    reasons = []
+    for severity in SEVERITIES:
+        mine = [f for f in counted if f.get("severity") == severity]
+        budget = policy.budget(severity)
+        if len(mine) > budget:
+            kinds = sorted({str(f.get("kind")) for f in mine})
+            reasons.append(f"{len(mine)} {severity} finding(s) ({', '.join(kinds)}), "
+                           f"policy allows {budget:g}")
+    return reasons
+
+
+def _lag_reasons(stats: dict, policy: Policy) -> list[str]:
+    lag = stats.get("lag_ms")
+    bounds = [("p99", policy.stale_lag_ms_p99_max, "stale_lag_ms_p99_max"),
+              ("max", policy.stale_lag_ms_max, "stale_lag_ms_max")]
+    reasons = []
+    for stat, bound, key in bounds:
+        reason = _lag_reason(lag, stat, bound, key) if bound is not None else None
+        if reason:
+            reasons.append(reason)
+    return reasons
+
+
+def _lag_reason(lag: Any, stat: str, bound: float, key: str) -> str | None:
+    if isinstance(lag, dict) and lag.get("count") == 0:
+        return None  # no display read was ever behind: nothing to bound
+    value = lag.get(stat) if isinstance(lag, dict) else None
+    if not _is_number(value):
+        return f"display lag {stat} is missing from the stats, the policy bounds it ({key})"
+    if value > bound:
+        return f"display lag {stat} {value:,.0f} ms exceeds {key} = {bound:,.0f} ms"
+    return None
+
+
+def _availability_reasons(stats: dict, policy: Policy) -> list[str]:
+    availability = stats.get("availability")
+    bounds = [("share", policy.unavailable_share_max, "unavailable_share_max", "{:.2%}"),
+              ("longest_ms", policy.unavailable_ms_max, "unavailable_ms_max", "{:,.0f} ms")]
+    reasons = []
+    for stat, bound, key, shown in bounds:
+        if bound is None:
+            continue
+        value = availability.get(stat) if isinstance(availability, dict) else None
+        if not _is_number(value):
+            reasons.append(f"unavailability {stat} is missing from the stats, the policy "
+                           f"bounds it ({key})")
+        elif value > bound:
+            reasons.append(f"unavailability {stat} {shown.format(value)} exceeds {key} = "
+                           f"{shown.format(bound)}")
+    return reasons
