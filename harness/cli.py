@@ -105,6 +105,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--policy", type=Path, default=None)
     run.add_argument("--bug", action="append", default=[], metavar="NAME",
                      help="embedded target only: switch on a seeded bug of the reference service")
+    run.add_argument("--ledger", default="sqlite://",
+                     help="embedded target only: the reference service's ledger store "
+                          "(sqlite:// in memory, memory://, sqlite:///PATH)")
     run.add_argument("--workers", type=_positive(int), default=8,
                      help="concurrent clients (HTTP runs)")
     run.add_argument("--quiet", action="store_true", help="no progress line")

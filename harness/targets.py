@@ -166,10 +166,11 @@ class AdapterTarget:
             close()
 
 
-def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8) -> Target:
+def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8,
+                ledger: str = "sqlite://") -> Target:
     """None: the embedded reference service; `http(s)://...`; or `py:MODULE:CLASS`."""
     if spec is None or spec == "embedded":
-        return EmbeddedTarget(seed=seed, bugs=bugs)
+        return EmbeddedTarget(seed=seed, bugs=bugs, ledger=ledger)
     if bugs:
         raise UsageError("--bug switches on bugs of the embedded reference service; for an HTTP "
                          "target start it with `limit-harness serve --bug NAME` instead")
