@@ -313,6 +313,12 @@ def _run_stats(config, target, history, verdict, duration_s, drive_s) -> dict:
     stats["drive_s"] = round(drive_s, 3)
     stats["check_s"] = round(duration_s - drive_s, 3)
     stats["run_ms"] = history.ops[-1].complete_ms if history.ops else 0
+    # The safety phase alone: the rate the workload drove, without the convergence wait.
+    safety_ms = history.phase_start_ms("safety") or 0
+    convergence_ms = history.phase_start_ms("convergence") or stats["run_ms"]
+    safety_ops = sum(1 for op in history.ops if op.f != "phase"
+                     and safety_ms <= op.invoke_ms < convergence_ms)
+    stats["safety_ops_per_s"] = round(safety_ops * 1000 / max(convergence_ms - safety_ms, 1), 1)
     stats["faults_injected"] = _count_faults(history)
     return stats
 
