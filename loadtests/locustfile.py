@@ -1,0 +1,134 @@
+"""Load test: locust users with the harness's personas, every request recorded into one history,
+and the same checkers as `run` judging it when the test stops.
+
+    limit-harness serve --port 8080 &
+    locust -f loadtests/locustfile.py --headless -u 32 -r 8 -t 30s --host http://127.0.0.1:8080
+
+Locust's own statistics measure throughput and latency; the reconciliation at the end decides
+the exit code (1 on any critical or major finding, through locust's `process_exit_code`), and
+the four reports go to `$LIMIT_REPORT_DIR` (default `reports/load-<time>/`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+from locust import User, between, events, task
+
+from harness import checkers, gate
+from harness.checkers import CheckConfig
+from harness.client import Recorder
+from harness.history import History
+from harness.reports import write_reports
+from harness.targets import HttpTarget, probe
+from harness.workload import Workload, load_config
+
+SLA_MS = int(os.environ.get("LIMIT_SLA_MS", "1000"))
+SEED = int(os.environ.get("LIMIT_SEED", "0"))
+CONVERGENCE_WAIT_S = SLA_MS / 1000 + 0.5
+
+
+class _Shared:
+    """One history, one recorder and one user factory for every locust user of this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.recorder: Recorder | None = None
+        self.workload: Workload | None = None
+        self.users = []
+
+    def setup(self, host: str) -> None:
+        with self.lock:
+            if self.recorder is not None:
+                return
+            target = HttpTarget(host, pool_size=64)
+            probe(target)
+            history = History(meta={"seed": SEED, "target": host, "mode": "load",
+                                    "started_at": _now_iso(), "sla_ms": SLA_MS})
+            self.recorder = Recorder(target, history)
+            self.recorder.phase("setup")
+            tag = f"load{SEED}t{int(time.time() * 1000) % 10**9}"
+            self.workload = Workload(load_config(None, None), random.Random(SEED), tag)
+            self.recorder.phase("safety")
+
+    def new_user(self):
+        with self.lock:
+            user = self.workload.users(len(self.users) + 1)[-1]
+            self.users.append(user)
+            return user
+
+
+SHARED = _Shared()
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+class LimitUser(User):
+    wait_time = between(0.005, 0.05)
+
+    def on_start(self) -> None:
+        SHARED.setup(self.host)
+        self.user = SHARED.new_user()
+        for action in SHARED.workload.opens(self.user):
+            self._do(action)
+
+    @task
+    def act(self) -> None:
+        with SHARED.lock:  # the workload's dice are shared; a choice is quick
+            action = SHARED.workload.next_action(self.user)
+        self._do(action)
+
+    def _do(self, action) -> None:
+        recorder = SHARED.recorder
+        started = time.perf_counter()
+        if action.f == "display":
+            op = recorder.display(self.user.process, action.account_id)
+        else:
+            op = recorder.write(self.user.process, action.f, action.account_id, action.body,
+                                action.retry_of)
+            with SHARED.lock:
+                SHARED.workload.observe(self.user, action, op.index, op.outcome, op.response)
+        events.request.fire(
+            request_type=action.f, name=action.f, response_time=(time.perf_counter() - started) * 1000,
+            response_length=0, context={},
+            exception=None if op.outcome != "info" else RuntimeError(op.error or "unknown outcome"))
+
+
+@events.test_stop.add_listener
+def reconcile(environment, **_kwargs) -> None:
+    recorder = SHARED.recorder
+    if recorder is None:
+        return
+    recorder.phase("convergence")
+    time.sleep(CONVERGENCE_WAIT_S)
+    for _ in range(2):
+        for user in SHARED.users:
+            for account_id in user.accounts:
+                recorder.display(user.process, account_id)
+        time.sleep(0.25)
+    recorder.phase("check")
+    ledger = recorder.ledger()
+    verdict = checkers.check(recorder.history, ledger, CheckConfig(sla_ms=SLA_MS))
+    report = {
+        "verdict": "pass", "seed": SEED, "target": environment.host, "mode": "load",
+        "started_at": recorder.history.meta["started_at"], "duration_s": 0.0,
+        "run_id": f"load-{int(time.time())}", "stats": verdict.stats,
+        "findings": [f.to_dict() for f in verdict.findings],
+        "replay": "locust -f loadtests/locustfile.py (load runs are not replayed bit for bit)",
+        "config": {"sla_ms": SLA_MS},
+    }
+    result = gate.judge(report, gate.load_policy(None))
+    report["gate"] = {"policy": "default", "passed": result.passed, "reasons": result.reasons}
+    report["verdict"] = "pass" if result.passed else "fail"
+    out = Path(os.environ.get("LIMIT_REPORT_DIR", f"reports/{report['run_id']}"))
+    write_reports(report, recorder.history, out)
+    print(f"reconciliation: {report['verdict'].upper()} with {len(report['findings'])} finding(s); "
+          f"reports in {out}")
+    if not result.passed:
+        environment.process_exit_code = 1
