@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-# name -> (what goes wrong, the finding kind the harness reports, shows without concurrency)
+# name -> (what goes wrong, the finding kind the harness reports, shows with one sequential
+# client). Every bug here does: the faults and the sync lag they need are driven sequentially.
 CATALOGUE: dict[str, tuple[str, str, bool]] = {
     "no_gap_repair": (
-        "projector applies whatever arrives and never repairs: dropped events are lost for good",
-        "display_divergence", False),
+        "projector never repairs: after a dropped event the display stays stuck for good",
+        "display_divergence", True),
     "apply_duplicates": (
         "projector does not de-duplicate: a redelivered event is applied twice",
         "inconsistent_display", True),
@@ -30,16 +31,16 @@ CATALOGUE: dict[str, tuple[str, str, bool]] = {
         "duplicate_write", True),
     "draw_against_display": (
         "draws are authorised against the (possibly stale) display instead of the ledger",
-        "ledger_rule_violation", False),
+        "ledger_rule_violation", True),
     "negative_available": (
         "available is shown as line minus balance without the floor at zero",
         "inconsistent_display", True),
     "reorder_blind": (
-        "projector trusts arrival order: a late, older event rewinds as_of_seq",
-        "inconsistent_display", False),
+        "projector trusts arrival order: a late, older event is skipped, yet as_of_seq claims it",
+        "inconsistent_display", True),
     "snapshot_keeps_watermark": (
         "restoring a snapshot keeps the newer as_of_seq: old numbers claim to be fresh",
-        "inconsistent_display", False),
+        "inconsistent_display", True),
     "exact_available_rejected": (
         "a draw of exactly the available limit is refused (off by one)",
         "wrongful_rejection", True),

@@ -17,7 +17,7 @@ from ..oracle import State
 from . import bugs as bug_catalogue
 from .chaos import FaultSet
 from .events import Event, EventPipe
-from .projector import ANTI_ENTROPY_EVERY_MS, REPAIR_GRACE_MS, Projector
+from .projector import ANTI_ENTROPY_EVERY_MS, REPAIR_GRACE_MS, REPAIR_NOW_MS, Projector
 from .storage import LedgerStore
 
 Reply = tuple[int, dict | None]
@@ -54,9 +54,8 @@ class LimitService:
                 self.states.get(entry["account_id"]), entry)
             self.tail[entry["account_id"]] = entry["seq"]
             self.seq = entry["seq"]
-        now_ms = self.clock.now_ms()
-        for account_id, seq in self.tail.items():
-            self.projector.note_commit(account_id, seq, now_ms - 10**9)
+        for account_id in self.tail:
+            self.projector.behind[account_id] = (REPAIR_NOW_MS, 0)
 
     # -- time ------------------------------------------------------------------------------
     def advance(self, now_ms: int | None = None) -> int:

@@ -9,6 +9,7 @@ with an honest `as_of_seq`. The seeded bugs are small deviations of exactly this
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, NamedTuple
 
 from .. import oracle
@@ -16,9 +17,13 @@ from ..oracle import State
 from .events import Event
 
 PENDING_MAX = 1000  # early events held per account; past this we drop them and rebuild instead
+# Commit times remembered per account for entries not yet shown; past this the oldest ones
+# still date the lateness, which only makes a repair come sooner.
+UNAPPLIED_MAX = 10_000
 ANTI_ENTROPY_EVERY_MS = 100
 REPAIR_GRACE_MS = 200  # how long past its expected arrival an event may be late before repair
 SNAPSHOT_EVERY_MS = 2000
+REPAIR_NOW_MS = -(10**12)  # a "since" that makes an account due at the next anti-entropy pass
 ZERO = State(0, 0, "active")
 
 
@@ -38,6 +43,9 @@ class Projector:
         self.pending: dict[str, dict[int, Event]] = {}
         # Accounts whose display is behind the ledger: since when, and the first seq missing.
         self.behind: dict[str, tuple[int, int]] = {}
+        # (seq, commit_ms) of each account's entries not yet shown, oldest first: lateness is
+        # measured from the commit of the first missing entry, never from the last event seen.
+        self.unapplied: dict[str, deque[tuple[int, int]]] = {}
         self.snapshot: dict[str, Row] = {}
         self.next_snapshot_ms = SNAPSHOT_EVERY_MS
         self.next_anti_entropy_ms = ANTI_ENTROPY_EVERY_MS
@@ -45,6 +53,9 @@ class Projector:
 
     # -- the write side tells us what the ledger has ------------------------------------------
     def note_commit(self, account_id: str, seq: int, now_ms: int) -> None:
+        waiting = self.unapplied.setdefault(account_id, deque())
+        if len(waiting) < UNAPPLIED_MAX:
+            waiting.append((seq, now_ms))
         if account_id not in self.behind:
             self.behind[account_id] = (now_ms, seq)
 
@@ -107,10 +118,21 @@ class Projector:
         tail_seq = self.tail.get(account_id)
         if row.as_of_seq is not None and tail_seq is not None and row.as_of_seq >= tail_seq:
             self.behind.pop(account_id, None)
-        elif account_id in self.behind:
-            # Still behind, but events are flowing: measure lateness from now, not from the first.
-            first_missing = row.as_of_seq + 1 if row.as_of_seq is not None else 0
-            self.behind[account_id] = (now_ms, first_missing)
+            self.unapplied.pop(account_id, None)
+            return
+        waiting = self.unapplied.get(account_id)
+        if row.as_of_seq is None or not waiting:
+            return
+        for _ in range(len(waiting)):
+            if waiting[0][0] > row.as_of_seq:
+                break
+            waiting.popleft()
+        since_ms = self.behind.get(account_id, (REPAIR_NOW_MS, 0))[0]
+        if waiting and since_ms != REPAIR_NOW_MS:
+            # Late means: the first entry still missing was committed long enough ago. After a
+            # reset the remembered commits no longer say what is missing, so its mark stays.
+            seq, commit_ms = waiting[0]
+            self.behind[account_id] = (commit_ms, seq)
 
     def _apply(self, state: State | None, entry: dict) -> State:
         if ("limit_cut_hidden" in self.bugs and state is not None and entry["type"] == "limit"
@@ -136,6 +158,7 @@ class Projector:
         entries = self.read_account(account_id, start.as_of_seq if start else 0)
         self.pending.pop(account_id, None)
         self.behind.pop(account_id, None)
+        self.unapplied.pop(account_id, None)
         if not entries:
             return
         state = start.state if start else None
@@ -171,7 +194,7 @@ class Projector:
         else:
             self.rows = dict(self.snapshot)
         # Every account must be checked against the ledger; due at the next anti-entropy pass.
-        self.behind = {a: (now_ms - 10**9, 0) for a in accounts}
+        self.behind = {a: (REPAIR_NOW_MS, 0) for a in accounts}
 
     # -- reads -----------------------------------------------------------------------------
     def display(self, account_id: str) -> dict | None:

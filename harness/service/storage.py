@@ -46,8 +46,13 @@ class MemoryLedger:
         self._answers: dict[str, tuple[int, dict]] = {}
 
     def commit(self, entries: list[dict], request_id: str, status: int, body: dict) -> None:
+        # Check the whole batch before touching anything: all of it lands, or none of it.
+        last = self._entries[-1]["seq"] if self._entries else 0
         for entry in entries:
-            assert not self._entries or entry["seq"] > self._entries[-1]["seq"]
+            if entry["seq"] <= last:
+                raise ValueError(f"seq {entry['seq']} is not above {last}")
+            last = entry["seq"]
+        for entry in entries:
             self._entries.append(entry)
             self._by_account.setdefault(entry["account_id"], []).append(entry)
         self._answers[request_id] = (status, body)
@@ -161,4 +166,8 @@ def open_ledger(url: str) -> LedgerStore:
         return SQLiteLedger(":memory:")
     if url.startswith("sqlite:///"):
         return SQLiteLedger(url[len("sqlite:///"):])
-    raise UsageError(f"unknown ledger URL {url!r}: use memory://, sqlite:// or sqlite:///PATH")
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresLedger  # lazily: psycopg is optional
+        return PostgresLedger(url)
+    raise UsageError(f"unknown ledger URL {url!r}: use memory://, sqlite://, sqlite:///PATH "
+                     f"or postgresql://...")

@@ -1,0 +1,196 @@
+"""The HTTP edge of the reference service: a raw ASGI application around `LimitService.call`.
+
+No web framework: routing, validation and answers live in the sans-IO core, so this edge and the
+embedded target run the very same code. What this module adds is bytes <-> JSON, the body size
+limit, the 500 safety net, and the background task that moves events to the read model in real
+time. Everything runs on the event loop thread and `service.call` never awaits, so no request
+can observe another one half done: the core needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from urllib.parse import parse_qs
+
+import orjson
+
+from ..contract import BODY_BYTES_MAX, BadRequest, error_body
+from .routes import route
+
+# The sync task wakes when the core says it has work, but never sleeps so long that a just
+# published event waits noticeably, nor so short that an idle service burns a core.
+SYNC_SLEEP_MIN_MS = 1
+SYNC_SLEEP_MAX_MS = 5
+SYNC_STOP_WAIT_S = 2.0
+ERROR_LOG_EVERY_S = 1.0  # a failing sync tick would otherwise log hundreds of lines a second
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_TOO_LARGE = 413, error_body("too_large", f"the request body exceeds {BODY_BYTES_MAX} bytes")
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived: there is no one to answer."""
+
+
+def make_app(service, clock=None):
+    """The ASGI callable serving `service`; `clock` (default: the service's) paces the sync task."""
+    clock = service.clock if clock is None else clock
+
+    async def app(scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            await _http(service, scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(service, clock, receive, send)
+        # Anything else (websocket) is not in the contract; returning makes the server refuse it.
+
+    return app
+
+
+# -- requests ------------------------------------------------------------------------------------
+async def _http(service, scope, receive, send) -> None:
+    try:
+        raw = await _read_body(scope, receive)
+    except _Disconnected:
+        return
+    status, body = _TOO_LARGE if raw is None else _answer(service, scope, raw)
+    await _respond(send, status, body)
+
+
+def _answer(service, scope, raw: bytes):
+    """(status, body) for one request; synchronous, so no other request interleaves with it."""
+    method, path = scope["method"], scope["path"]
+    try:
+        parsed = None
+        if method == "POST":
+            try:
+                parsed = _parse_json(raw)
+            except BadRequest as exc:
+                # An unknown route stays a 404 whatever its body; the core answers that below.
+                if _route_known(method, path):
+                    return 400, error_body("bad_request", str(exc))
+        return service.call(method, path, parsed, _parse_query(scope["query_string"]))
+    except Exception as exc:  # the server must outlive a bug in one request
+        detail = _one_line(f"{type(exc).__name__}: {exc}")
+        _log(f"internal error answering {method} {path}: {detail}")
+        return 500, {"error": "internal", "detail": detail}
+
+
+async def _read_body(scope, receive) -> bytes | None:
+    """The whole body, or None when it is over the limit (by its declared length or by the bytes
+    actually streamed, since chunked bodies declare nothing)."""
+    declared = _content_length(scope["headers"])
+    if declared is not None and declared > BODY_BYTES_MAX:
+        return None
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message holds it all
+        return body if len(body) <= BODY_BYTES_MAX else None
+    chunks, size = [body], len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > BODY_BYTES_MAX:
+            return None  # the server discards the rest once we have answered
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _content_length(headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP parser rejects these before us; the byte count still holds
+    return None
+
+
+def _parse_json(raw: bytes):
+    if not raw:
+        raise BadRequest("empty body: this request needs a JSON object")
+    try:
+        return orjson.loads(raw)  # rejects non-UTF-8 too
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(_one_line(f"the body is not valid UTF-8 JSON: {exc}")) from None
+
+
+def _parse_query(query_string: bytes) -> dict[str, str]:
+    if not query_string:
+        return {}
+    pairs = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    return {name: values[-1] for name, values in pairs.items()}
+
+
+def _route_known(method: str, path: str) -> bool:
+    try:
+        return route(method, path)[0] is not None
+    except BadRequest:
+        return True  # a known route with a malformed id in its path: a 400 either way
+
+
+async def _respond(send, status: int, body) -> None:
+    if body is None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    payload = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": _JSON_HEADERS + [(b"content-length", b"%d" % len(payload))]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# -- lifespan and the sync task ------------------------------------------------------------------
+async def _lifespan(service, clock, receive, send) -> None:
+    stop = asyncio.Event()
+    task = None
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            task = asyncio.get_running_loop().create_task(_sync_loop(service, clock, stop))
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            stop.set()
+            if task is not None:
+                await _stop_task(task)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _stop_task(task: asyncio.Task) -> None:
+    try:
+        await asyncio.wait_for(task, SYNC_STOP_WAIT_S)
+    except asyncio.TimeoutError:
+        _log("the sync task did not stop in time; cancelled")
+
+
+async def _sync_loop(service, clock, stop: asyncio.Event) -> None:
+    """Deliver due events and run the periodic jobs, in real time, until shutdown."""
+    last_log_s = float("-inf")
+    while not stop.is_set():
+        try:
+            service.advance(clock.now_ms())
+            wake_ms = service.next_wakeup_ms()
+        except Exception as exc:  # keep serving writes even if the read model path is broken
+            if time.monotonic() - last_log_s >= ERROR_LOG_EVERY_S:
+                last_log_s = time.monotonic()
+                _log(f"internal error in the sync task: {_one_line(f'{type(exc).__name__}: {exc}')}")
+            wake_ms = clock.now_ms() + SYNC_SLEEP_MAX_MS
+        sleep_ms = min(max(wake_ms - clock.now_ms(), SYNC_SLEEP_MIN_MS), SYNC_SLEEP_MAX_MS)
+        await asyncio.sleep(sleep_ms / 1000)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _log(line: str) -> None:
+    print(f"limit-harness serve: {line}", file=sys.stderr, flush=True)
