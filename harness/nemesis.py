@@ -4,14 +4,12 @@ during the safety phase; and removes them all when the convergence phase begins.
 from __future__ import annotations
 
 import random
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .contract import FAULT_KINDS
 from .errors import UsageError
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+from .fixtures import FIXTURES, read_toml
 
 
 @dataclass(frozen=True)
@@ -60,12 +58,7 @@ def load_profile(spec: str) -> FaultProfile:
 
 
 def _from_file(path: Path, name: str) -> FaultProfile:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read fault profile {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"fault profile {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "fault profile")
     fields = FaultProfile.__dataclass_fields__
     unknown = set(raw) - set(fields) - {"name"}
     if unknown:

@@ -208,12 +208,23 @@ def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
         recorder.remove_fault(0, what)
 
 
-def _drive_simulated(config, target, recorder, profile, workload_config, run_tag, progress):
-    workload = Workload(workload_config, random.Random(config.seed * 7919 + 1), run_tag)
+def _dice(seed: int, stream: int) -> random.Random:
+    """Independent seeded generators per purpose, so adding a draw to one (the nemesis, say)
+    does not shift every choice of another (the users)."""
+    return random.Random(seed * 7919 + stream)
+
+
+def _setup(config, target, recorder, profile, workload_config, run_tag):
+    """Setup phase: the users and their accounts; then the safety phase begins."""
+    workload = Workload(workload_config, _dice(config.seed, 1), run_tag)
     users = workload.users(config.accounts)
     _open_accounts(recorder, workload, users)
     recorder.phase("safety")
-    nemesis = Nemesis(profile, random.Random(config.seed * 7919 + 2), target.now_ms())
+    return workload, users, Nemesis(profile, _dice(config.seed, 2), target.now_ms())
+
+
+def _drive_simulated(config, target, recorder, profile, workload_config, run_tag, progress):
+    workload, users, nemesis = _setup(config, target, recorder, profile, workload_config, run_tag)
     progress.phase("safety", total=config.ops)
     queue = [(target.now_ms() + workload.think_ms(), user.process) for user in users]
     heapq.heapify(queue)
@@ -234,11 +245,7 @@ def _drive_simulated(config, target, recorder, profile, workload_config, run_tag
 
 
 def _drive_http(config, target, recorder, profile, workload_config, run_tag, progress):
-    setup = Workload(workload_config, random.Random(config.seed * 7919 + 1), run_tag)
-    users = setup.users(config.accounts)
-    _open_accounts(recorder, setup, users)
-    recorder.phase("safety")
-    nemesis = Nemesis(profile, random.Random(config.seed * 7919 + 2), target.now_ms())
+    _, users, nemesis = _setup(config, target, recorder, profile, workload_config, run_tag)
     stop_ms = target.now_ms() + int(config.duration_s * 1000)
     progress.phase("safety", total=int(config.duration_s))
     workers = min(config.workers, len(users))
@@ -247,7 +254,7 @@ def _drive_http(config, target, recorder, profile, workload_config, run_tag, pro
     for index in range(workers):
         mine = users[index::workers]
         # Each worker owns its users and its own dice, so no two threads share a generator.
-        workload = Workload(workload_config, random.Random(config.seed * 7919 + 10 + index), run_tag)
+        workload = Workload(workload_config, _dice(config.seed, 10 + index), run_tag)
         thread = threading.Thread(target=_worker, args=(target, recorder, workload, mine, stop_ms, errors),
                                   name=f"worker-{index}", daemon=True)
         threads.append(thread)

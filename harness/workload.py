@@ -9,15 +9,13 @@ the checkers judge the history against the ledger.
 from __future__ import annotations
 
 import random
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import oracle
 from .errors import UsageError
+from .fixtures import FIXTURES, read_toml
 from .oracle import State
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SENT_REMEMBERED_MAX = 32  # earlier requests a user may retry; older ones are forgotten
 
 PERSONAS = (
@@ -64,12 +62,7 @@ def load_config(spec: str | None, locale: str | None) -> WorkloadConfig:
     path = FIXTURES / "personas.toml" if spec is None else Path(spec)
     if spec is not None and not path.exists() and (FIXTURES / f"personas-{spec}.toml").exists():
         path = FIXTURES / f"personas-{spec}.toml"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read personas file {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"personas file {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "personas file")
     known = {"mix", "workload"}
     if set(raw) - known:
         raise UsageError(f"personas file {path}: unknown section {sorted(set(raw) - known)[0]!r}")
