@@ -7,8 +7,6 @@ Shared by `run`, `prop`, the pytest plugin and the locust users: one classificat
 from __future__ import annotations
 
 import threading
-from typing import Any
-
 from . import contract
 from .errors import TargetError
 from .history import History, Op
@@ -54,7 +52,7 @@ class Recorder:
         op = self._invoke(process, "fault_add", None, fault, None)
         reply = self.target.request("POST", "/v1/chaos/faults", fault)
         ok = reply.status == 201 and isinstance(reply.body, dict) and "fault_id" in reply.body
-        return self._complete(op, "ok" if ok else "info", reply,
+        return self._complete(op, _fault_outcome(ok, reply), reply,
                               None if ok else (reply.error or f"status {reply.status}"))
 
     def remove_fault(self, process: int, fault_id: str | None) -> Op:
@@ -63,7 +61,7 @@ class Recorder:
         path = "/v1/chaos/faults" + ("" if fault_id is None else f"/{fault_id}")
         reply = self.target.request("DELETE", path)
         ok = reply.status == 204
-        return self._complete(op, "ok" if ok else "info", reply,
+        return self._complete(op, _fault_outcome(ok, reply), reply,
                               None if ok else (reply.error or f"status {reply.status}"))
 
     def phase(self, name: str) -> None:
@@ -98,6 +96,14 @@ class Recorder:
         with self._lock:
             return self.history.complete(op, outcome, self.target.now_ms(), reply.status,
                                          reply.body, error)
+
+
+def _fault_outcome(ok: bool, reply: Reply) -> str:
+    # A definite 4xx means the fault was never applied (or never removed); anything else without
+    # an acknowledgement may have acted, and the checkers must allow for it.
+    if ok:
+        return "ok"
+    return "fail" if reply.status is not None and 400 <= reply.status < 500 else "info"
 
 
 def classify_write(f: str, reply: Reply) -> tuple[str, str | None]:

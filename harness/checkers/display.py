@@ -1,0 +1,412 @@
+"""Display: what the app shows may be old, never invented; it catches up with the ledger within
+the service level once nothing keeps it from doing so; after convergence it equals the oracle.
+
+Lag is measured conservatively: from the acknowledgement of a write the display lacks (by then
+the entry was surely committed) to the moment the read was sent (the display surely answered
+later), so the measured lag is never larger than the true one. Its allowance grows with every
+fault that could have held the read model back, which is what keeps the checker from calling
+allowed lag a defect.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .. import contract, oracle
+from ..findings import Finding, fen
+from ..history import FaultWindow, History, Op
+from . import (SEVERITY_RANK, CheckConfig, FaultIndex, HistoryViews, WriteGroup,
+               account_timeline, clean_ledger, delay_of, described, entries_by_account,
+               entry_acks_ms, fault_windows, kinds_of, report, write_groups)
+
+CHECKER = "display"
+VIEW_FIELDS = oracle.DISPLAY_FIELDS
+
+
+def deadline_ms(t_c_ms: int, windows: Sequence[FaultWindow], config: CheckConfig) -> float:
+    """The latest moment a display may still lack an entry committed by `t_c_ms`.
+
+    The contract obliges convergence within `sla_ms` only once nothing holds the read model back,
+    so every fault that overlaps the allowance pushes it to its own end plus `sla_ms` (plus its
+    delay, for a delay), and a fault still on makes the allowance unbounded."""
+    active_delay_ms = max((delay_of(w) for w in windows if w.active_at(t_c_ms)), default=0)
+    until_ms: float = t_c_ms + config.sla_ms + active_delay_ms
+    # Each round that moves the allowance takes in at least one more window, so the number of
+    # windows bounds the rounds.
+    for _ in range(len(windows) + 1):
+        extended = until_ms
+        for window in windows:
+            if not window.overlaps(t_c_ms, until_ms):
+                continue
+            if window.end_ms is None:
+                return math.inf
+            extended = max(extended, window.end_ms + config.sla_ms + delay_of(window))
+        if extended == until_ms:
+            return until_ms
+        until_ms = extended
+    raise AssertionError("the allowance did not settle within one round per fault window")
+
+
+class _Resets:
+    """A maintenance reset may put back a snapshot of any age, so after one the display may lack
+    even old entries until it has rebuilt: each reset restarts the allowance of every entry
+    committed before it, as if committed when the reset ended."""
+
+    def __init__(self, windows: list[FaultWindow], config: CheckConfig) -> None:
+        resets = sorted((w for w in windows if w.kind == "maintenance_reset"),
+                        key=lambda w: w.start_ms)
+        self._start_ms = [w.start_ms for w in resets]
+        self._deadline_ms: list[float] = []
+        for window in resets:
+            own = (math.inf if window.end_ms is None
+                   else deadline_ms(window.end_ms, windows, config))
+            self._deadline_ms.append(max(own, self._deadline_ms[-1]) if self._deadline_ms else own)
+
+    def deadline_before(self, read_ms: int) -> float:
+        """The latest allowance restarted by a reset sent by `read_ms`."""
+        n = bisect.bisect_right(self._start_ms, read_ms)
+        return self._deadline_ms[n - 1] if n else -math.inf
+
+
+@dataclass
+class _Account:
+    """One account's ledger, indexed for reads."""
+
+    entries: list[dict]
+    seqs: list[int]
+    timeline: list[tuple[int, oracle.State]]
+    # Earliest acknowledgement among entries n.. : by then entry n was surely committed.
+    committed_by_ms: list[float]
+    # Latest seq of each display view (the key is the view's values in VIEW_FIELDS order).
+    view_seq: dict[tuple, int]
+    ack_ms: list[int]
+    ack_max_seq: list[int]
+    last_write_ms: int = 0
+
+    def state_known_at(self, t_ms: int) -> oracle.State | None:
+        """The state after every entry acknowledged before `t_ms`."""
+        n = bisect.bisect_left(self.ack_ms, t_ms)
+        return oracle.state_at(self.timeline, self.ack_max_seq[n - 1]) if n else None
+
+
+@dataclass
+class _Case:
+    """One read that broke a display property."""
+
+    op: Op
+    severity: str
+    expected: Any
+    actual: Any
+    words: str
+    measure_ms: int = 0
+    faults: list[str] = field(default_factory=list)
+
+
+def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:
+    return analyse(history, ledger, config)[0]
+
+
+def lag_records(history: History, ledger: list[dict], config: CheckConfig) -> list[dict]:
+    """{account_id, t_ms, lag_ms, faults, stale} for every display read judged for staleness:
+    `lag_ms` is 0 for a current display, `faults` the kinds that overlapped the lag."""
+    return analyse(history, ledger, config)[1]
+
+
+def analyse(history: History, ledger: list[dict],
+            config: CheckConfig) -> tuple[list[Finding], list[dict]]:
+    groups = write_groups(history)
+    entries, _ = clean_ledger(ledger)
+    accounts = {a: _index(es, groups) for a, es in entries_by_account(entries).items()}
+    for group in groups.values():
+        account = accounts.get(str(group.account_id))
+        if account is not None:
+            account.last_write_ms = max(account.last_write_ms, _last_ms(group))
+    windows = fault_windows(history)
+    faults = FaultIndex(windows)
+    conv_deadline_ms = _convergence_deadline_ms(history, windows, config)
+    max_delay_ms = max((delay_of(w) for w in windows), default=0)
+    resets = _Resets(windows, config)
+    deadlines: dict[int, float] = {}
+    cases: dict[tuple[str, str], list[_Case]] = {}
+    records: list[dict] = []
+    reads = sorted((op for op in history.ops if op.f == "display"),
+                   key=lambda op: (op.invoke_ms, op.index))
+    for op in reads:
+        account_id = str(op.account_id)
+        account = accounts.get(account_id)
+        # A write still landing after the convergence marker restarts that account's clock.
+        converged = (account is not None and conv_deadline_ms is not None
+                     and op.invoke_ms >= max(conv_deadline_ms, account.last_write_ms + config.sla_ms
+                                             + max_delay_ms))
+        if op.outcome == "fail" and op.http_status == 503:
+            if converged:
+                cases.setdefault(("display_divergence", account_id), []).append(
+                    _unavailable(op, account, conv_deadline_ms, windows))
+            continue
+        problem = _shape_problem(op)
+        if problem is not None:
+            cases.setdefault(("contract_violation", account_id), []).append(
+                _Case(op, "major", None, op.response, problem))
+            continue
+        if op.outcome != "ok":
+            continue
+        display = op.response
+        if account is None:
+            account = _index([], groups)
+        seq, case = _consistency(op, display, account, faults)
+        if case is not None:
+            cases.setdefault(("inconsistent_display", account_id), []).append(case)
+        if converged:
+            case = _divergence(op, display, account, conv_deadline_ms)
+            if case is not None:
+                cases.setdefault(("display_divergence", account_id), []).append(case)
+        elif seq is not None:
+            record, case = _staleness(op, display, seq, account, faults, resets, deadlines,
+                                      config)
+            if record is not None:
+                records.append(record)
+            if case is not None:
+                cases.setdefault(("stale_display", account_id), []).append(case)
+    views = HistoryViews(history)
+    findings = [_finding(views, kind, account_id, found)
+                for (kind, account_id), found in cases.items()]
+    return findings, records
+
+
+# -- per-account index ----------------------------------------------------------------------------
+
+def _index(entries: list[dict], groups: dict[str, WriteGroup]) -> _Account:
+    timeline = account_timeline(entries)
+    view_seq = {tuple(state.view()[f] for f in VIEW_FIELDS): seq for seq, state in timeline}
+    committed_by_ms: list[float] = [math.inf] * len(entries)
+    acks: list[tuple[int, int]] = []
+    soonest: float = math.inf
+    acks_ms = entry_acks_ms(entries, groups)
+    for n in range(len(entries) - 1, -1, -1):
+        if acks_ms[n] is not None:
+            soonest = min(soonest, acks_ms[n])
+            acks.append((acks_ms[n], entries[n]["seq"]))
+        committed_by_ms[n] = soonest
+    acks.sort()
+    ack_max_seq: list[int] = []
+    for _, seq in acks:
+        ack_max_seq.append(max(seq, ack_max_seq[-1]) if ack_max_seq else seq)
+    return _Account(entries, [e["seq"] for e in entries], timeline, committed_by_ms, view_seq,
+                    [t for t, _ in acks], ack_max_seq)
+
+
+def _last_ms(group: WriteGroup) -> int:
+    return max(max(op.invoke_ms, op.complete_ms or 0) for op in group.attempts)
+
+
+def _convergence_deadline_ms(history: History, windows: list[FaultWindow],
+                             config: CheckConfig) -> float | None:
+    t_conv_ms = history.phase_start_ms("convergence")
+    if t_conv_ms is None:
+        return None
+    if any(w.end_ms is None for w in windows):
+        return math.inf
+    last_end_ms = max((w.end_ms for w in windows), default=t_conv_ms)
+    max_delay_ms = max((delay_of(w) for w in windows), default=0)
+    return max(t_conv_ms, last_end_ms) + config.sla_ms + max_delay_ms
+
+
+# -- a. shape -------------------------------------------------------------------------------------
+
+def _shape_problem(op: Op) -> str | None:
+    if op.error and op.error.startswith("contract:"):
+        return (f"the display read of account {op.account_id!r} at t={op.invoke_ms} ms got a "
+                f"reply that broke the contract ({op.error})")
+    if op.outcome != "ok":
+        return None
+    d = op.response
+    where = f"the display of account {op.account_id!r} read at t={op.invoke_ms} ms"
+    if not isinstance(d, dict):
+        return f"{where} is not a JSON object: {d!r:.80}"
+    if d.get("account_id") != op.account_id:
+        return f"{where} names account {d.get('account_id')!r}"
+    for name in ("credit_line", "outstanding", "available"):
+        if type(d.get(name)) is not int:
+            return f"{where} has {name} {d.get(name)!r}, not an integer number of fen"
+    if type(d.get("status")) is not str or d.get("status") not in contract.STATUSES:
+        return f"{where} has status {d.get('status')!r}"
+    if type(d.get("usable")) is not bool:
+        return f"{where} has usable {d.get('usable')!r}, not a boolean"
+    if d.get("as_of_seq") is not None and type(d.get("as_of_seq")) is not int:
+        return f"{where} has as_of_seq {d.get('as_of_seq')!r}, neither an integer nor null"
+    return None
+
+
+# -- b. old, never invented -----------------------------------------------------------------------
+
+def _consistency(op: Op, d: dict, account: _Account,
+                 faults: FaultIndex) -> tuple[int | None, _Case | None]:
+    """The seq the display reflects, or a case when it reflects no state the account had."""
+    shown = _view(d)
+    as_of_seq = d["as_of_seq"]
+    if as_of_seq is not None:
+        state = oracle.state_at(account.timeline, as_of_seq)
+        if state is not None and state.view() == shown:
+            return as_of_seq, None
+        truth = state.view() if state is not None else None
+        words = (f"the ledger up to seq {as_of_seq} gives {_words(truth)}" if truth
+                 else f"the account had no entries up to seq {as_of_seq}")
+        claim = f"claiming as_of_seq={as_of_seq}"
+    else:
+        seq = account.view_seq.get(tuple(shown[f] for f in VIEW_FIELDS))
+        if seq is not None:
+            return seq, None
+        state = account.state_known_at(op.invoke_ms)
+        truth = state.view() if state is not None else None
+        words = (f"that is no state the account has ever been in (the ledger's state by then: "
+                 f"{_words(truth)})" if truth else "that is no state the account has ever been in")
+        claim = "with as_of_seq null"
+    truth_available = truth["available"] if truth else 0
+    severity = "critical" if shown["available"] > truth_available else "major"
+    on = _fault_context(faults, op.invoke_ms)
+    return None, _Case(op, severity, truth, shown,
+                       f"At t={op.invoke_ms} ms the display of account {op.account_id!r} showed "
+                       f"{_words(shown)}, {claim}, but {words}; a display may be old, never "
+                       f"invented{on}", faults=described(faults.active_at(op.invoke_ms)))
+
+
+# -- c. fresh within the allowance ----------------------------------------------------------------
+
+def _staleness(op: Op, d: dict, seq: int, account: _Account, faults: FaultIndex,
+               resets: "_Resets", deadlines: dict[int, float],
+               config: CheckConfig) -> tuple[dict | None, _Case | None]:
+    n = bisect.bisect_right(account.seqs, seq)
+    base = {"account_id": op.account_id, "t_ms": op.invoke_ms}
+    if n == len(account.seqs):
+        kinds = kinds_of(faults.active_at(op.invoke_ms))
+        return {**base, "lag_ms": 0, "faults": kinds, "stale": False}, None
+    committed_ms = account.committed_by_ms[n]
+    if committed_ms == math.inf:
+        # Only writes of unknown outcome follow: nothing says when they were committed.
+        return None, None
+    t_c_ms = int(committed_ms)
+    lag_ms = max(0, op.invoke_ms - t_c_ms)
+    overlapping = (faults.overlapping(t_c_ms, op.invoke_ms) if lag_ms
+                   else list(faults.active_at(op.invoke_ms)))
+    if t_c_ms not in deadlines:
+        deadlines[t_c_ms] = deadline_ms(t_c_ms, faults.windows, config)
+    allowed_until_ms = max(deadlines[t_c_ms], resets.deadline_before(op.invoke_ms))
+    stale = op.invoke_ms > allowed_until_ms
+    record = {**base, "lag_ms": lag_ms, "faults": kinds_of(overlapping), "stale": stale}
+    if not stale:
+        return record, None
+    late_ms = int(op.invoke_ms - allowed_until_ms)
+    known = account.state_known_at(op.invoke_ms)
+    known_available = known.available if known is not None else 0
+    if late_ms <= config.stale_grace_ms:
+        severity = "minor"
+    elif d["available"] > known_available:
+        severity = "critical"
+    else:
+        severity = "major"
+    missed = account.entries[n]
+    allowance = (f"its allowance ended at t={int(allowed_until_ms)} ms (service level "
+                 f"{config.sla_ms} ms"
+                 + (f"; faults in between: {', '.join(described(overlapping))}" if overlapping
+                    else "; no fault was on") + ")")
+    expected = known.view() if known is not None else None
+    return record, _Case(
+        op, severity, expected, _view(d),
+        f"At t={op.invoke_ms} ms the display of account {op.account_id!r} still showed "
+        f"{_words(_view(d))} (as of seq {seq}), missing ledger seq={missed['seq']} "
+        f"({_entry_words(missed)}), committed by t={t_c_ms} ms: {lag_ms} ms behind, and "
+        f"{allowance}; the ledger by then said {_words(expected)}",
+        measure_ms=lag_ms, faults=described(overlapping))
+
+
+# -- d. converged ---------------------------------------------------------------------------------
+
+def _divergence(op: Op, d: dict, account: _Account, conv_deadline_ms: float) -> _Case | None:
+    if not account.timeline:
+        return None
+    final = account.timeline[-1][1].view()
+    shown = _view(d)
+    if shown == final:
+        return None
+    severity = "critical" if shown["available"] > final["available"] else "major"
+    late_ms = int(op.invoke_ms - conv_deadline_ms)
+    return _Case(op, severity, final, shown,
+                 f"At t={op.invoke_ms} ms, {late_ms} ms past the convergence deadline "
+                 f"(t={int(conv_deadline_ms)} ms: faults removed, service level and largest delay "
+                 f"elapsed), the display of account {op.account_id!r} showed {_words(shown)} "
+                 f"but the ledger says {_words(final)}; it never caught up",
+                 measure_ms=late_ms)
+
+
+def _unavailable(op: Op, account: _Account | None, conv_deadline_ms: float,
+                 windows: list[FaultWindow]) -> _Case:
+    healed_ms = max([w.end_ms for w in windows if w.end_ms is not None] + [0])
+    final = account.timeline[-1][1].view() if account and account.timeline else None
+    return _Case(op, "major", final, {"http_status": 503},
+                 f"At t={op.invoke_ms} ms the display of account {op.account_id!r} was still "
+                 f"unavailable (503) {op.invoke_ms - healed_ms} ms after faults were removed "
+                 f"(convergence deadline t={int(conv_deadline_ms)} ms)",
+                 measure_ms=int(op.invoke_ms - conv_deadline_ms))
+
+
+# -- findings -------------------------------------------------------------------------------------
+
+def _finding(views: HistoryViews, kind: str, account_id: str, cases: list[_Case]) -> Finding:
+    # One finding per property and account: the first read that broke it tells the story, the
+    # count and the worst case tell how bad it got.
+    first = cases[0]
+    worst = min(cases, key=lambda c: SEVERITY_RANK[c.severity])
+    severity = worst.severity
+    words = first.words
+    if len(cases) > 1:
+        last = cases[-1]
+        words += (f". {len(cases)} reads were affected, from t={first.op.invoke_ms} ms to "
+                  f"t={last.op.invoke_ms} ms")
+        if kind == "stale_display":
+            words += f"; the worst lag was {max(c.measure_ms for c in cases)} ms"
+        elif kind == "display_divergence":
+            words += (f"; still wrong {max(c.measure_ms for c in cases)} ms past the convergence "
+                      f"deadline")
+    else:
+        words += ". 1 read was affected"
+    if worst is not first and SEVERITY_RANK[worst.severity] < SEVERITY_RANK[first.severity]:
+        words += (f"; worst at t={worst.op.invoke_ms} ms ({worst.severity}): "
+                  f"{worst.words[0].lower()}{worst.words[1:]}")
+    return report(views, kind=kind, severity=severity, account_id=account_id,
+                  first_seen_ms=first.op.invoke_ms, expected=worst.expected, actual=worst.actual,
+                  explanation=words + ".", checker=CHECKER, faults_active=first.faults)
+
+
+def _view(d: dict) -> dict:
+    return {f: d.get(f) for f in VIEW_FIELDS}
+
+
+def _words(view: dict | None) -> str:
+    if view is None:
+        return "nothing"
+    return (f"available {fen(view['available'])} (credit line {fen(view['credit_line'])}, "
+            f"outstanding {fen(view['outstanding'])}, {view['status']}, "
+            f"usable={str(view['usable']).lower()})")
+
+
+def _entry_words(entry: dict) -> str:
+    kind = entry["type"]
+    if kind in ("draw", "repay"):
+        return f"{kind} {fen(entry['amount'])}"
+    if kind in ("open", "limit"):
+        return f"{kind} {fen(entry['credit_line'])}"
+    return f"status {entry['status']!r}"
+
+
+def _fault_context(faults: FaultIndex, t_ms: int) -> str:
+    on = faults.active_at(t_ms)
+    if on:
+        return f" (faults on: {', '.join(described(on))})"
+    before = [w for w in faults.windows if w.start_ms <= t_ms]
+    if before:
+        last = max(before, key=lambda w: w.start_ms)
+        return f" (last fault before it: {last.describe()} at t={last.start_ms} ms)"
+    return ""
