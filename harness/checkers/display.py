@@ -402,11 +402,19 @@ def _entry_words(entry: dict) -> str:
 
 
 def _fault_context(faults: FaultIndex, t_ms: int) -> str:
+    # A one-shot reset is never "on", yet it is usually the cause a reader is looking for, so the
+    # latest one before the read is named whenever there was one.
+    parts = []
     on = faults.active_at(t_ms)
     if on:
-        return f" (faults on: {', '.join(described(on))})"
-    before = [w for w in faults.windows if w.start_ms <= t_ms]
-    if before:
-        last = max(before, key=lambda w: w.start_ms)
-        return f" (last fault before it: {last.describe()} at t={last.start_ms} ms)"
-    return ""
+        parts.append(f"faults on: {', '.join(described(on))}")
+    resets = [w for w in faults.windows if w.kind == "maintenance_reset" and w.start_ms <= t_ms]
+    if resets:
+        last = max(resets, key=lambda w: w.start_ms)
+        parts.append(f"last maintenance reset: {last.describe()} at t={last.start_ms} ms")
+    elif not on:
+        before = [w for w in faults.windows if w.start_ms <= t_ms]
+        if before:
+            last = max(before, key=lambda w: w.start_ms)
+            parts.append(f"last fault before it: {last.describe()} at t={last.start_ms} ms")
+    return f" ({'; '.join(parts)})" if parts else ""
