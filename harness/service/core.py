@@ -21,6 +21,7 @@ from .projector import ANTI_ENTROPY_EVERY_MS, REPAIR_GRACE_MS, REPAIR_NOW_MS, Pr
 from .storage import LedgerStore
 
 Reply = tuple[int, dict | None]
+SEQ_MAX = 2**63 - 1
 DELIVERIES_PER_TICK_MAX = 1_000_000  # a bound on one `advance`; the rest waits for the next
 
 
@@ -86,8 +87,7 @@ class LimitService:
     # -- the one entry point -----------------------------------------------------------------
     def call(self, method: str, path: str, body=None, query: dict[str, str] | None = None) -> Reply:
         """Answer one request; `body` is already-parsed JSON (or None)."""
-        from .routes import route  # routes imports this module for its handlers
-
+        route = _ROUTE or _load_route()
         try:
             handler, args = route(method, path)
             if handler is None:
@@ -210,7 +210,8 @@ class LimitService:
 
     def ledger_page(self, query: dict[str, str]) -> Reply:
         after_seq, limit = contract.parse_ledger_query(query)
-        entries = self.store.page(after_seq, limit)
+        # Stores keep seq as int64; nothing lies beyond it, and asking a store would overflow.
+        entries = self.store.page(after_seq, limit) if after_seq < SEQ_MAX else []
         return 200, {"entries": entries,
                      "next_seq": entries[-1]["seq"] if entries else after_seq}
 
@@ -239,6 +240,17 @@ class LimitService:
         if not self.faults.remove(fault_id):
             return 404, error_body("not_found", f"no active fault {fault_id}")
         return 204, None
+
+
+_ROUTE = None
+
+
+def _load_route():
+    # routes.py imports this module for its handlers, so the table is fetched once, on first use.
+    global _ROUTE
+    from .routes import route
+    _ROUTE = route
+    return route
 
 
 def _detail(code: str, state: State, value) -> str:

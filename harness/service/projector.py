@@ -53,7 +53,9 @@ class Projector:
 
     # -- the write side tells us what the ledger has ------------------------------------------
     def note_commit(self, account_id: str, seq: int, now_ms: int) -> None:
-        waiting = self.unapplied.setdefault(account_id, deque())
+        waiting = self.unapplied.get(account_id)
+        if waiting is None:  # not setdefault: that would build a deque on every commit
+            waiting = self.unapplied[account_id] = deque()
         if len(waiting) < UNAPPLIED_MAX:
             waiting.append((seq, now_ms))
         if account_id not in self.behind:
