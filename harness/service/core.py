@@ -108,9 +108,8 @@ class LimitService:
         entry = {"account_id": account_id, "type": "open", "product": req["product"],
                  "credit_line": req["credit_line"]}
         state = oracle.opened(req["credit_line"])
-        return self._commit(request_id, [entry], lambda first: {
-            "account_id": account_id, "product": req["product"], **state.view(),
-            "entry_id": first["entry_id"], "seq": first["seq"]})
+        return self._commit(request_id, [entry], {"account_id": account_id,
+                                                  "product": req["product"], **state.view()})
 
     def draw(self, account_id: str, body) -> Reply:
         req = contract.parse_amount(body)
@@ -145,13 +144,14 @@ class LimitService:
             return self._refuse(request_id, error, _detail(error, state, value))
         entry = {"account_id": account_id, "type": kind, self._VALUE_FIELD[kind]: value, **extra}
         entries = [entry]
-        after = oracle.apply(state, {"type": kind, self._VALUE_FIELD[kind]: value})
-        if kind == "repay" and oracle.cure_due(state, after) and "no_cure" not in self.bugs:
+        if (kind == "repay" and state.status == "overdue" and value == state.outstanding
+                and "no_cure" not in self.bugs):
+            # oracle.cure_due, decided before the commit so both entries share its transaction.
+            assert oracle.cure_due(state, oracle.apply(state, entry))
             entries.append({"account_id": account_id, "type": "status", "status": "active",
                             "reason": contract.CURE_REASON,
                             "request_id": request_id + contract.CURE_SUFFIX})
-        return self._commit(request_id, entries,
-                            lambda first: {"entry_id": first["entry_id"], "seq": first["seq"]})
+        return self._commit(request_id, entries)
 
     def _judge(self, account_id: str, state: State, kind: str, value) -> str | None:
         bugs = self.bugs
@@ -175,7 +175,9 @@ class LimitService:
         self.store.commit([], request_id, status, body)
         return status, body
 
-    def _commit(self, request_id: str, drafts: list[dict], answer) -> Reply:
+    def _commit(self, request_id: str, drafts: list[dict], body: dict | None = None) -> Reply:
+        """Append the drafts as entries; answer `body` (default: nothing) plus the first
+        entry's `entry_id` and `seq`."""
         now_ms = self.clock.now_ms()
         at = self.clock.iso(now_ms)
         entries = []
@@ -184,7 +186,8 @@ class LimitService:
             seq += 1
             entries.append({"seq": seq, "entry_id": f"e-{seq}",
                             "request_id": draft.pop("request_id", request_id), "at": at, **draft})
-        body = answer(entries[0])
+        first = entries[0]
+        body = {**(body or {}), "entry_id": first["entry_id"], "seq": first["seq"]}
         self.store.commit(entries, request_id, 201, body)  # durable before anything changes here
         self.seq = seq
         for entry in entries:

@@ -61,9 +61,24 @@ _FIXED = {
 }
 
 
+_CACHE: dict[tuple[str, str], tuple] = {}
+CACHE_MAX = 65_536  # routes seen recently; cleared when full, so it stays bounded
+
+
 def route(method: str, path: str):
     """(handler, path args), or (None, ()) for an unknown route. A malformed id in the path is
     a 400, as the contract asks for bad ids."""
+    key = (method, path)
+    found = _CACHE.get(key)
+    if found is None:
+        found = _route(method, path)
+        if len(_CACHE) >= CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[key] = found
+    return found
+
+
+def _route(method: str, path: str):
     handler = _FIXED.get((method, path))
     if handler is not None:
         return handler, ()
