@@ -16,6 +16,8 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
+from .contract import FAULT_KINDS
+
 WRITE_FS = ("open", "draw", "repay", "limit", "status")
 READ_FS = ("display", "ledger")
 FAULT_FS = ("fault_add", "fault_remove")
@@ -133,10 +135,12 @@ class History:
         return None
 
     def fault_windows(self) -> list[FaultWindow]:
-        """Every fault the target acknowledged, with when it was on. A fault whose removal was
-        not acknowledged counts as on until the end, so lag is never blamed on the service
-        while a fault might still have been acting."""
+        """Every fault that may have acted, with when it was on. A fault whose removal was not
+        acknowledged counts as on until the end, and one whose injection got no answer (timeout,
+        5xx) counts as on until the next remove-all: the target may have applied it, and lag
+        while a fault might have been acting must never be blamed on the service."""
         windows: dict[str, FaultWindow] = {}
+        unanswered: list[Op] = []
         for op in self.ops:
             if op.f == "fault_add" and op.outcome == "ok" and isinstance(op.response, dict):
                 fault_id = str(op.response.get("fault_id"))
@@ -145,12 +149,22 @@ class History:
                 end = op.complete_ms if op.request.get("kind") == "maintenance_reset" else None
                 windows[fault_id] = FaultWindow(fault_id, op.request["kind"], params,
                                                 op.invoke_ms, end)
+            elif _unanswered_injection(op):
+                unanswered.append(op)
             elif op.f == "fault_remove" and op.outcome == "ok":
-                targets = list(windows) if op.request.get("all") else [op.request.get("fault_id")]
-                for fault_id in targets:
-                    window = windows.get(fault_id)
+                if op.request.get("all"):
+                    for window in windows.values():
+                        if window.end_ms is None:
+                            window.end_ms = op.complete_ms
+                    for u in unanswered:
+                        windows[f"unanswered@{u.index}"] = _unanswered(u, op.complete_ms)
+                    unanswered = []
+                else:
+                    window = windows.get(op.request.get("fault_id"))
                     if window is not None and window.end_ms is None:
                         window.end_ms = op.complete_ms
+        for u in unanswered:
+            windows[f"unanswered@{u.index}"] = _unanswered(u, None)
         return sorted(windows.values(), key=lambda w: (w.start_ms, w.fault_id))
 
     # -- storage ---------------------------------------------------------------------------
@@ -178,6 +192,20 @@ class History:
     def load(cls, path) -> "History":
         with open(path, "rb") as fh:
             return cls.loads(fh.read())
+
+
+def _unanswered_injection(op: Op) -> bool:
+    # A 4xx is a definite refusal (never applied), whatever outcome an older history gave it.
+    return (op.f == "fault_add" and op.outcome == "info" and isinstance(op.request, dict)
+            and op.request.get("kind") in FAULT_KINDS
+            and (op.http_status is None or op.http_status >= 500))
+
+
+def _unanswered(op: Op, removed_ms: int | None) -> FaultWindow:
+    kind = op.request["kind"]
+    params = {k: v for k, v in op.request.items() if k != "kind"}
+    end_ms = op.complete_ms if kind == "maintenance_reset" else removed_ms
+    return FaultWindow(f"unanswered@{op.index}", kind, params, op.invoke_ms, end_ms)
 
 
 _OP_FIELDS = {f.name for f in dataclasses.fields(Op)}

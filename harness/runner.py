@@ -14,7 +14,6 @@ import hashlib
 import heapq
 import random
 import shlex
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field

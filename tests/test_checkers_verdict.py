@@ -2,7 +2,7 @@ import json
 
 from harness import checkers
 from harness.checkers import (CheckConfig, FaultIndex, clean_ledger, entry_acks_ms,
-                              fault_windows, percentile, thinned, write_groups)
+                              percentile, thinned, write_groups)
 from harness.history import FaultWindow
 from checker_histories import Story
 
@@ -93,7 +93,7 @@ def test_a_fault_injection_without_an_answer_counts_as_on_until_everything_is_cl
              error="status 400")
     b.wait(100)
     b.heal()
-    [window] = fault_windows(b.history)
+    [window] = b.history.fault_windows()
     assert window.kind == "pause_sync" and window.start_ms == 1 and window.end_ms == b.now_ms
 
 

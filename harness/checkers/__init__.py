@@ -281,34 +281,6 @@ def report(views: HistoryViews, **fields: Any) -> Finding:
 
 # -- faults ---------------------------------------------------------------------------------------
 
-def fault_windows(history: History) -> list[FaultWindow]:
-    """`History.fault_windows()` plus faults whose injection got no answer: the target may have
-    applied them, so lag while they may have acted must not be blamed on it."""
-    windows = history.fault_windows()
-    clear_all_ms = sorted(op.complete_ms for op in history.ops
-                          if op.f == "fault_remove" and op.outcome == "ok"
-                          and isinstance(op.request, dict) and op.request.get("all")
-                          and op.complete_ms is not None)
-    for op in history.ops:
-        if op.f != "fault_add" or op.outcome in ("ok", "fail") or not isinstance(op.request, dict):
-            continue
-        if op.http_status is not None and op.http_status < 500:
-            continue  # a definite refusal: the fault was never applied
-        kind = op.request.get("kind")
-        if kind not in contract.FAULT_KINDS:
-            continue
-        if kind == "maintenance_reset":
-            end_ms = op.complete_ms
-        else:
-            n = bisect.bisect_left(clear_all_ms, op.complete_ms if op.complete_ms is not None
-                                   else op.invoke_ms)
-            end_ms = clear_all_ms[n] if n < len(clear_all_ms) else None
-        params = {k: v for k, v in op.request.items() if k != "kind"}
-        windows.append(FaultWindow(f"unacknowledged@{op.index}", kind, params, op.invoke_ms,
-                                   end_ms))
-    return sorted(windows, key=lambda w: (w.start_ms, w.fault_id))
-
-
 def delay_of(window: FaultWindow) -> int:
     value = window.params.get("delay_ms") if window.kind == "delay_sync" else 0
     return value if type(value) is int and value > 0 else 0

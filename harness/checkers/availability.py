@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..findings import Finding
 from ..history import History
-from . import CheckConfig, FaultIndex, fault_windows
+from . import CheckConfig, FaultIndex
 
 CHECKER = "availability"
 
@@ -18,7 +18,7 @@ def stats(history: History, config: CheckConfig) -> dict:
     """Display reads (`reads`, by outcome), the 503 `share`, the longest unavailable stretch per
     account (`per_account`: from a first 503 to the next 200, or the end of the run) and its
     maximum (`longest_ms`), and how many 503s fell inside fault windows (`by_fault` per kind)."""
-    faults = FaultIndex(fault_windows(history))
+    faults = FaultIndex(history.fault_windows())
     end_ms = max((max(op.invoke_ms, op.complete_ms or 0) for op in history.ops), default=0)
     reads = sorted((op for op in history.ops if op.f == "display"),
                    key=lambda op: (op.invoke_ms, op.index))

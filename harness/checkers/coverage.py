@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..findings import Finding
 from ..history import History
-from . import CheckConfig, FaultIndex, fault_windows
+from . import CheckConfig, FaultIndex
 
 CHECKER = "coverage"
 # The nemesis's own operations and phase markers are not workload.
@@ -30,7 +30,7 @@ def totals(outcomes: dict) -> dict:
 
 def outcome_stats(history: History) -> dict:
     """{f: {fault_kind: {outcome: count}}}, the same split by how each operation ended."""
-    faults = FaultIndex(fault_windows(history))
+    faults = FaultIndex(history.fault_windows())
     out: dict[str, dict[str, dict[str, int]]] = {}
     for op in history.ops:
         if op.f in SKIPPED_FS:

@@ -20,7 +20,7 @@ from ..findings import Finding, fen
 from ..history import FaultWindow, History, Op
 from . import (SEVERITY_RANK, CheckConfig, FaultIndex, HistoryViews, WriteGroup,
                account_timeline, clean_ledger, delay_of, described, entries_by_account,
-               entry_acks_ms, fault_windows, kinds_of, report, write_groups)
+               entry_acks_ms, kinds_of, report, write_groups)
 
 CHECKER = "display"
 VIEW_FIELDS = oracle.DISPLAY_FIELDS
@@ -124,7 +124,7 @@ def analyse(history: History, ledger: list[dict],
         account = accounts.get(str(group.account_id))
         if account is not None:
             account.last_write_ms = max(account.last_write_ms, _last_ms(group))
-    windows = fault_windows(history)
+    windows = history.fault_windows()
     faults = FaultIndex(windows)
     conv_deadline_ms = _convergence_deadline_ms(history, windows, config)
     max_delay_ms = max((delay_of(w) for w in windows), default=0)

@@ -16,8 +16,7 @@ from .. import oracle
 from ..findings import Finding, fen
 from ..history import History
 from . import (CheckConfig, FaultIndex, HistoryViews, WriteGroup, account_timeline,
-               clean_ledger, described, entries_by_account, entry_acks_ms, entry_owner,
-               fault_windows, report, write_groups)
+               clean_ledger, described, entries_by_account, entry_acks_ms, entry_owner, report, write_groups)
 
 CHECKER = "rejections"
 JUDGED_STATUSES = (404, 409, 422, 423)
@@ -58,7 +57,7 @@ def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Fin
     accounts = {account_id: _index(account_entries, groups)
                 for account_id, account_entries in entries_by_account(entries).items()}
     empty = _index([], groups)
-    faults = FaultIndex(fault_windows(history))
+    faults = FaultIndex(history.fault_windows())
     views = HistoryViews(history)
     findings = []
     for group in groups.values():
