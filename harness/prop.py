@@ -1,0 +1,242 @@
+"""`limit-harness prop`: hypothesis searches for a program of limit-service operations and faults
+that the checkers fail, shrinks it, and prints it with the findings.
+
+    limit-harness prop [--target URL] [--examples N] [--steps N] [--seed N] [--sla-ms MS]
+                       [--report-dir DIR] [--bug NAME]...
+
+Exit 0: no failure in N examples (one summary line). Exit 1: a failing program, printed and
+saved as `program.txt` and `findings.json` in the report directory (default
+`reports/prop-<seed>/`). Exit 2 (from the CLI): the target is unreachable or the options are bad.
+
+The same seed gives the same search: hypothesis is seeded from --seed and its example database
+is off, so nothing from earlier runs steers it (and no `.hypothesis` directory is written).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+from hypothesis import seed as hypothesis_seed
+from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.reporting import with_reporter
+from hypothesis.stateful import run_state_machine_as_test
+
+from .errors import UsageError
+from .findings import Finding
+from .progress import Progress
+from .service import bugs as catalogue
+from .stateful import FindingsError, MachineStats, machine_for
+from .targets import open_target
+
+EXIT_PASS, EXIT_FAIL = 0, 1
+_STEP = re.compile(r"^(?:[\w, ]+ = )?state\.(\w+)\(")
+
+
+@dataclass(frozen=True)
+class PropConfig:
+    target: str | None = None
+    examples: int = 200
+    steps: int = 30
+    seed: int = 0
+    sla_ms: int = 1000
+    report_dir: Path | None = None
+    bugs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args) -> "PropConfig":
+        return cls(target=args.target, examples=args.examples, steps=args.steps, seed=args.seed,
+                   sla_ms=args.sla_ms, report_dir=args.report_dir, bugs=tuple(args.bug))
+
+    def replay_argv(self) -> list[str]:
+        argv = ["limit-harness", "prop", "--seed", str(self.seed), "--examples",
+                str(self.examples), "--steps", str(self.steps), "--sla-ms", str(self.sla_ms)]
+        if self.target:
+            argv += ["--target", self.target]
+        for bug in self.bugs:
+            argv += ["--bug", bug]
+        return argv
+
+
+@dataclass
+class PropResult:
+    config: PropConfig
+    target: str
+    failed: bool
+    program: list[str] = field(default_factory=list)  # the shrunk program, as hypothesis prints it
+    message: str = ""  # the failure's readable diff
+    findings: list[Finding] = field(default_factory=list)
+    examples: int = 0  # programs run until the first failure, or in all when none failed
+    runs: int = 0  # programs run in all, shrinking included
+    seconds: float = 0.0
+    time_to_find_s: float | None = None
+    flaky: bool = False  # the failure did not reproduce when hypothesis replayed it
+
+    @property
+    def steps(self) -> int:
+        """Rule calls in the shrunk program (the account opened first counts, teardown not)."""
+        return sum(1 for line in self.program
+                   if (m := _STEP.match(line)) and m.group(1) != "teardown")
+
+
+def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
+    """Run the machine against the configured target; never writes to disk."""
+    catalogue.check(config.bugs)
+    bugs = tuple(dict.fromkeys(config.bugs))  # the order given, as the replay command says
+    embedded = config.target in (None, "embedded")
+    if not embedded and bugs:
+        raise UsageError("--bug switches on bugs of the embedded reference service; for an HTTP "
+                         "target start it with `limit-harness serve --bug NAME` instead")
+    factory = None if embedded else (lambda: open_target(config.target))
+    machine = machine_for(
+        factory, sla_ms=config.sla_ms, bugs=bugs,
+        max_examples=config.examples, stateful_step_count=config.steps,
+        database=None,                # nothing from earlier runs steers the search
+        derandomize=False,            # --seed decides, even under hypothesis's CI profile
+        report_multiple_bugs=False,   # one failure, shrunk, is what the user reads
+        print_blob=False)
+    stats: MachineStats = machine.stats
+    if progress is not None:
+        stats.on_program = _progress_hook(progress, config.examples)
+        progress.phase("search", total=config.examples)
+    target_name = ("embedded" + (f" (bugs: {', '.join(bugs)})" if bugs else "")) if embedded \
+        else str(config.target)
+    started = time.monotonic()
+    result = PropResult(config, target_name, failed=False)
+    reported: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="limit-harness-hypothesis-") as home:
+        # Hypothesis caches things under ./.hypothesis even with the database off; a CLI must
+        # not leave that in the user's working directory.
+        set_hypothesis_home_dir(home)
+        try:
+            with with_reporter(reported.append):
+                run_state_machine_as_test(hypothesis_seed(config.seed)(machine),
+                                          settings=machine.TestCase.settings)
+        except Exception as exc:  # noqa: BLE001 - only findings are ours to report; see below
+            found = _findings_error(exc)
+            if found is None:
+                raise  # a harness error (exit 2) or a bug in the harness: not a finding
+            result.failed = True
+            result.flaky = found is not exc
+            result.program = _program(found) or _program(exc) or reported
+            result.message = str(found)
+            result.findings = found.findings
+        finally:
+            set_hypothesis_home_dir(None)
+            if progress is not None:
+                progress.done()
+    result.seconds = time.monotonic() - started
+    result.runs = stats.finished
+    result.examples = stats.examples_to_failure if result.failed and \
+        stats.examples_to_failure is not None else stats.finished
+    result.time_to_find_s = stats.first_failure_s
+    return result
+
+
+def main(args) -> int:
+    config = PropConfig.from_args(args)
+    progress = Progress(SimpleNamespace(simulated=True))
+    progress.unit = "examples"
+    result = search(config, progress)
+    if not result.failed:
+        print(f"no failure in {result.examples} examples (seed {config.seed}, target "
+              f"{result.target}, up to {config.steps} steps each, {result.seconds:.1f} s)")
+        return EXIT_PASS
+    report_dir = write(result)
+    print(summary(result, report_dir))
+    return EXIT_FAIL
+
+
+def summary(result: PropResult, report_dir: Path | None) -> str:
+    config = result.config
+    lines = [f"FAIL  seed {config.seed}  target {result.target}: found after {result.examples} "
+             f"examples ({result.time_to_find_s or 0:.1f} s), shrunk to {result.steps} steps "
+             f"({result.seconds:.1f} s in all)"]
+    if result.flaky:
+        lines.append("  note: the failure did not reproduce every time hypothesis replayed it "
+                     "(a real target's timing); the program below is the last one that failed")
+    lines.append("")
+    lines.append("The failing program:")
+    lines.extend(f"    {line}" for line in result.program)
+    lines.append("")
+    lines.append(result.message)
+    lines.append("")
+    if report_dir is not None:
+        lines.append(f"reports: {report_dir}")
+    lines.append(f"replay:  {shlex.join(config.replay_argv())}")
+    return "\n".join(lines)
+
+
+def write(result: PropResult) -> Path:
+    config = result.config
+    report_dir = config.report_dir or Path("reports") / f"prop-{config.seed}"
+    replay = shlex.join(config.replay_argv())
+    program = "\n".join([f"# {result.target}, seed {config.seed}: a failing program, shrunk",
+                         f"# replay: {replay}", *result.program, ""])
+    document = {
+        "seed": config.seed, "target": result.target, "examples": result.examples,
+        "runs": result.runs, "steps": result.steps, "seconds": round(result.seconds, 3),
+        "time_to_find_s": None if result.time_to_find_s is None else
+        round(result.time_to_find_s, 3),
+        "flaky": result.flaky, "replay": replay, "program": result.program,
+        "message": result.message, "findings": [f.to_dict() for f in result.findings]}
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "program.txt").write_text(program, encoding="utf-8")
+        (report_dir / "findings.json").write_bytes(
+            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    except OSError as exc:
+        raise UsageError(f"cannot write reports to {report_dir}: {exc.strerror}") from None
+    return report_dir
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _findings_error(exc: BaseException) -> FindingsError | None:
+    """The FindingsError behind what hypothesis raised: itself, or inside the exception group
+    hypothesis raises when a failure was flaky."""
+    if isinstance(exc, FindingsError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()) or ():
+        found = _findings_error(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _program(exc: BaseException) -> list[str]:
+    """The program hypothesis attached to the exception: from `state = ...` to teardown."""
+    notes = [line for note in getattr(exc, "__notes__", ()) for line in str(note).splitlines()]
+    for n, line in enumerate(notes):
+        if line.startswith("state = "):
+            out = []
+            for step in notes[n:]:
+                out.append(step)
+                if step.strip() == "state.teardown()":
+                    break
+            return out
+    return []
+
+
+def _progress_hook(progress: Progress, examples: int):
+    def on_program(stats: MachineStats) -> None:
+        if stats.first_failure_s is None:
+            progress.update(stats.finished)
+        else:
+            if progress.name != "shrinking":
+                progress.phase("shrinking")
+            progress.update(stats.finished, found_after=stats.examples_to_failure,
+                            runs=stats.finished)
+    return on_program
+
+
+if __name__ == "__main__":  # pragma: no cover - `limit-harness prop` is the entry point
+    from .cli import main as cli_main
+    sys.exit(cli_main(["prop", *sys.argv[1:]]))

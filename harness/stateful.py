@@ -1,0 +1,641 @@
+"""The stateful property test: hypothesis writes programs of limit-service operations and faults,
+the checkers judge what each program did, and a failing program is shrunk to a short one.
+
+- `LimitMachine`: a `RuleBasedStateMachine` over the embedded reference service.
+- `machine_for(target_factory=None, sla_ms=1000, bugs=(), ...)`: a machine class for any target
+  (its `.TestCase` runs under pytest or unittest).
+- `reconcile(recorder, sla_ms)`: the convergence phase and every checker over a recorder's
+  history; `raise_for_findings(findings)` fails with a readable diff. The pytest plugin and
+  `limit-harness prop` share both.
+
+Every operation goes through one `Recorder` into one `History` per program. The machine keeps a
+tiny model of each account, built from acknowledged writes, only to aim amounts at its edges
+(exactly the available, one fen over, ...); it never judges anything. Judging is the checkers'
+alone: after each step the cheap ones run over the history so far, and at teardown the whole
+check runs after a convergence phase.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from hypothesis import HealthCheck, Phase
+from hypothesis.errors import StopTest
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize,
+                                 multiple, precondition, rule)
+
+from . import checkers, contract, oracle, strategies
+from .checkers import CheckConfig, Verdict
+from .client import Recorder
+from .clock import SIM_EPOCH
+from .errors import UsageError
+from .findings import Finding
+from .history import History
+from .runner import CONVERGENCE_MARGIN_MS, CONVERGENCE_POLL_MS
+from .targets import Target, open_target, probe
+
+__all__ = [
+    "FindingsError", "LimitMachine", "MachineStats", "describe_findings", "failing",
+    "machine_for", "machine_settings", "raise_for_findings", "reconcile",
+]
+
+FAILING_SEVERITIES = ("critical", "major")
+CLIENT = 1  # the process number of the machine's client ops; 0 is the harness's own
+HARNESS = 0
+# Simulated time is free, so a program may hold events back for seconds; against a real
+# service every millisecond of delay is waited out at teardown, so it stays short.
+SIM_DELAY_MS_MAX = 5_000
+REAL_DELAY_MS_MAX = 500
+REAL_WAIT_MS_MAX = 300  # `let_time_pass` on a real target sleeps at most this
+# Short waits let the reference service sync (20 ms lag) and repair (100 ms anti-entropy + 200 ms
+# grace); long ones outlast its display snapshots (every 2 s), which a restore-from-snapshot story
+# needs. Time only passes when a program says so (plus 1 ms per op), so both get rules of their own.
+WAITS_MS = (25, 250, 1_000)
+WAIT_MS_MAX = 1_500
+LONG_WAITS_MS = (2_500, 5_000)
+LONG_WAIT_MS_MAX = 10_000
+OP_MS = 1
+STORY_PAUSE_MS = 10  # less than the reference service's 20 ms sync lag
+SYNC_WAIT_MS = 25  # more than it: what an operator's maintenance waits for before it starts
+STATUS_REASONS = {"active": "restored", "frozen": "risk-review", "overdue": "payment-overdue",
+                  "closed": "user-closed"}
+LIMIT_REASON = "risk-policy"
+REAL_TAG_MAX = 16  # characters of run tag prefixed to ids on a shared, real service
+DIFF_LINES_MAX = 12
+
+
+# -- judging --------------------------------------------------------------------------------------
+
+class FindingsError(AssertionError):
+    """A critical or major finding: the message is the readable diff, `findings` the objects."""
+
+    def __init__(self, message: str, findings: list[Finding], verdict: Verdict | None = None):
+        super().__init__(message)
+        self.findings = findings
+        self.verdict = verdict
+
+
+def failing(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings that fail a test: critical and major (minor staleness is reported only)."""
+    return [f for f in findings if f.severity in FAILING_SEVERITIES]
+
+
+def raise_for_findings(findings: Iterable[Finding], context: str = "",
+                       verdict: Verdict | None = None) -> None:
+    """Raise `FindingsError` with a readable diff when any finding is critical or major."""
+    bad = failing(findings)
+    if bad:
+        raise FindingsError(describe_findings(bad, context), bad, verdict)
+
+
+def describe_findings(findings: list[Finding], context: str = "") -> str:
+    """Each finding as: severity, kind, account, checker; the explanation; the deepdiff of
+    expected against actual, one change a line."""
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+    head = f"{len(findings)} finding{'s' if len(findings) != 1 else ''} (" + ", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: FAILING_SEVERITIES.index(i[0])
+                                      if i[0] in FAILING_SEVERITIES else 9)) + ")"
+    lines = [head + (f" {context}" if context else "") + ":"]
+    for finding in findings:
+        account = f"account {finding.account_id!r}" if finding.account_id else "no account"
+        lines.append("")
+        lines.append(f"[{finding.severity}] {finding.kind} on {account} "
+                     f"(checker: {finding.checker})")
+        lines.extend(textwrap.wrap(finding.explanation, 96, initial_indent="  ",
+                                   subsequent_indent="  "))
+        if finding.faults_active:
+            lines.append(f"  faults on: {', '.join(finding.faults_active)}")
+        lines.extend(_diff_lines(finding))
+    return "\n".join(lines)
+
+
+def _diff_lines(finding: Finding) -> list[str]:
+    diff = finding.diff
+    if not diff:
+        if finding.expected is None and finding.actual is None:
+            return []
+        return [f"  expected: {_short(finding.expected)}", f"  actual:   {_short(finding.actual)}"]
+    out = ["  diff (expected -> actual):"]
+    for change, items in diff.items():
+        if isinstance(items, dict):
+            for path, value in items.items():
+                if isinstance(value, dict) and "old_value" in value and "new_value" in value:
+                    out.append(f"    {path}: {_short(value['old_value'])} -> "
+                               f"{_short(value['new_value'])}")
+                else:
+                    out.append(f"    {change.replace('_', ' ')} {path}: {_short(value)}")
+        else:
+            out.append(f"    {change.replace('_', ' ')}: {_short(items)}")
+    if len(out) > DIFF_LINES_MAX + 1:
+        out = out[:DIFF_LINES_MAX + 1] + [f"    ... and {len(out) - DIFF_LINES_MAX - 1} more"]
+    return out
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- convergence and the whole check --------------------------------------------------------------
+
+def accounts_of(history: History) -> list[str]:
+    """Every account the history wrote to, in order of first mention."""
+    seen: dict[str, None] = {}
+    for op in history.ops:
+        if op.is_write and op.account_id is not None:
+            seen.setdefault(op.account_id, None)
+    return list(seen)
+
+
+def injected_delay_ms(history: History) -> int:
+    """The largest delay_sync the history tried to inject (acknowledged or not)."""
+    delays = [op.request.get("delay_ms") for op in history.ops
+              if op.f == "fault_add" and isinstance(op.request, dict)
+              and op.request.get("kind") == "delay_sync"]
+    return max((d for d in delays if type(d) is int), default=0)
+
+
+def converge(recorder: Recorder, sla_ms: int) -> None:
+    """The convergence phase: every fault removed, writes stopped, then after the service level
+    (plus the largest injected delay and a margin) every account's display read twice; a
+    display that flaps after converging is as wrong as one that never converged."""
+    history, target = recorder.history, recorder.target
+    if any(op.f == "fault_add" for op in history.ops):
+        recorder.remove_fault(HARNESS, None)
+    recorder.phase("convergence")
+    target.wait_ms(sla_ms + injected_delay_ms(history) + CONVERGENCE_MARGIN_MS)
+    accounts = accounts_of(history)
+    for _ in range(2):
+        for account_id in accounts:
+            recorder.display(HARNESS, account_id)
+        target.wait_ms(CONVERGENCE_POLL_MS)
+
+
+def own_entries(ledger: list[dict], history: History) -> list[dict]:
+    """The entries of the accounts this history wrote to: a real service is shared (other
+    tests, other examples, other people), and their entries are not this history's to judge."""
+    mine = set(accounts_of(history))
+    return [e for e in ledger if isinstance(e, dict) and e.get("account_id") in mine]
+
+
+def fetch_ledger(recorder: Recorder) -> list[dict]:
+    ledger = recorder.ledger(HARNESS)
+    # A fresh embedded service holds nothing but this history; a real one is shared.
+    return ledger if recorder.target.simulated else own_entries(ledger, recorder.history)
+
+
+def reconcile(recorder: Recorder, sla_ms: int) -> Verdict:
+    """Convergence phase, then the ledger and every checker over the recorder's history."""
+    converge(recorder, sla_ms)
+    recorder.phase("check")
+    ledger = fetch_ledger(recorder)
+    return checkers.check(recorder.history, ledger, CheckConfig(sla_ms=sla_ms))
+
+
+def cheap_check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:
+    """The checkers that judge a history in the middle of a run: writes, ledger rules,
+    rejections, display (old, never invented; fresh within its allowance). Availability and
+    coverage only count, and convergence is judged at the end."""
+    from .checkers import display, ledger as ledger_checker, rejections, writes
+
+    found: list[Finding] = []
+    for module in (writes, ledger_checker, rejections, display):
+        found.extend(module.check(history, ledger, config))
+    return checkers.sort_findings(found)
+
+
+def new_history(target: Target, sla_ms: int, **meta) -> History:
+    started = SIM_EPOCH if target.simulated else dt.datetime.now(dt.timezone.utc)
+    return History(meta={
+        "target": target.name, "mode": "simulated" if target.simulated else "http",
+        "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "sla_ms": sla_ms, **meta})
+
+
+# -- the machine ----------------------------------------------------------------------------------
+
+@dataclass
+class Sent:
+    """A write the machine sent: what `retry` resends with the same request_id."""
+
+    f: str
+    account_id: str
+    body: dict
+    index: int  # its op in the history
+
+    def __repr__(self) -> str:  # what a failing program shows if it ever prints one
+        return f"Sent({self.f} {self.account_id} {self.body.get('request_id')})"
+
+
+@dataclass
+class MachineStats:
+    """Counts over all programs of one machine class, for progress lines and benchmarks."""
+
+    started: int = 0
+    finished: int = 0  # programs run to the end (or to a failure): hypothesis's examples
+    abandoned: int = 0  # programs hypothesis gave up on (out of choices): not examples
+    failures: int = 0
+    started_at_s: float = field(default_factory=time.monotonic)
+    first_failure_s: float | None = None
+    examples_to_failure: int | None = None
+    on_program: Callable[["MachineStats"], None] | None = None
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.first_failure_s is None:
+            self.first_failure_s = time.monotonic() - self.started_at_s
+            self.examples_to_failure = self.finished + 1  # this one, not finished yet
+
+
+def machine_settings(max_examples: int = 100, stateful_step_count: int = 30,
+                     **overrides) -> Settings:
+    """Settings for running a machine on a small (2-core) machine."""
+    chosen = dict(
+        max_examples=max_examples,
+        stateful_step_count=stateful_step_count,
+        # Every example is a whole program against a service plus a full reconciliation; on a
+        # 2-core CI box next to other suites a slow example is not a failing one, so neither a
+        # per-example deadline nor the too_slow check says anything about the service.
+        deadline=None,
+        # Programs of 30+ steps, each with an amount aimed at an edge, legitimately use a lot of
+        # the choice buffer, and aimed strategies filter (ids, edges); neither is a mistake in
+        # the test, so the checks for them would only abort long runs.
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                               HealthCheck.filter_too_much],
+        # No explain phase: it re-runs the failing program many times to annotate it, which
+        # doubles the time to report a bug for little the checkers' diff does not already say.
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    )
+    chosen.update(overrides)
+    return Settings(**chosen)
+
+
+def _sync_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The fault kinds `inject_fault` draws from: maintenance has rules of its own."""
+    return tuple(k for k in kinds if k != "maintenance_reset")
+
+
+def _embedded(bugs: tuple[str, ...]) -> Callable[[], Target]:
+    def make() -> Target:
+        # A constant seed: the service's fault dice must replay identically when hypothesis
+        # replays a program, or shrinking would chase a moving target.
+        return open_target(None, seed=0, bugs=bugs)
+    return make
+
+
+class LimitMachine(RuleBasedStateMachine):
+    """Programs of account opens, draws, repayments, limit and status changes, idempotent
+    retries, faults and time passing against one target; judged by the checkers."""
+
+    accounts = Bundle("accounts")
+    requests = Bundle("requests")
+    faults_on = Bundle("faults_on")
+
+    # Configuration; `machine_for` makes a subclass with its own.
+    target_factory: Callable[[], Target] = staticmethod(_embedded(()))
+    sla_ms: int = 1000
+    fault_kinds: tuple[str, ...] = contract.FAULT_KINDS
+    step_checks: bool | None = None  # None: on for simulated targets only
+    run_tag: str = ""
+    stats: MachineStats = MachineStats()
+    _programs = itertools.count(1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        cls = type(self)
+        cls.stats.started += 1
+        self.target = cls.target_factory()
+        n = next(cls._programs)
+        # A real service outlives the program: ids get a per-program prefix so that programs
+        # never see each other's accounts or request ids. A fresh embedded service needs none,
+        # which keeps the ids in a failing program's findings as short as they were drawn.
+        self.tag = "" if self.target.simulated else f"{cls.run_tag}p{n}-"[-REAL_TAG_MAX:]
+        self.recorder = Recorder(self.target, new_history(self.target, cls.sla_ms, program=n))
+        self.model: dict[str, oracle.State] = {}
+        self.requests_sent = 0
+        self.checked_ops = 0
+        self.failed = False
+        self.verdict: Verdict | None = None  # the whole check's, once teardown ran it
+        self.step_checks_on = (self.target.simulated if cls.step_checks is None
+                               else cls.step_checks)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _request_id(self) -> str:
+        self.requests_sent += 1
+        return f"{self.tag}r{self.requests_sent}"
+
+    def _done(self, tick: bool = True) -> None:
+        """After every op on simulated time, 1 ms passes, so the history orders the ops one
+        after the other (the checkers order by timestamps; ops sharing a millisecond count as
+        racing). No more: time that single ops stood for would tie a failing program's timing
+        to how many steps it has, and the shrinker could then not delete steps without also
+        breaking the failure (explicit waits say the same in one step). Then the cheap checkers
+        judge the history so far."""
+        if tick and self.target.simulated:
+            self.target.wait_ms(OP_MS)
+        self._check_so_far()
+
+    def _write(self, f: str, account_id: str, body: dict) -> Sent:
+        op = self.recorder.write(CLIENT, f, account_id, body)
+        if op.outcome == "ok":
+            self._believe(f, account_id, body)
+        self._done()
+        return Sent(f, account_id, body, op.index)
+
+    def _believe(self, f: str, account_id: str, body: dict) -> None:
+        """Fold an acknowledged write into the aiming model (by the oracle's own rules)."""
+        if f == "open":
+            self.model[account_id] = oracle.opened(body["credit_line"])
+            return
+        before = self.model.get(account_id)
+        if before is None:
+            return
+        field_name = {"draw": "amount", "repay": "amount", "limit": "credit_line",
+                      "status": "status"}[f]
+        after = oracle.apply(before, {"type": f, field_name: body[field_name]})
+        if f == "repay" and oracle.cure_due(before, after):
+            after = after._replace(status="active")
+        self.model[account_id] = after
+
+    def _headroom(self, account_id: str) -> int | None:
+        # What the account could lend if it were active: for a frozen, overdue or closed
+        # account that is what a bug in the status check would hand out.
+        state = self.model.get(account_id)
+        return None if state is None else max(0, state.credit_line - state.outstanding)
+
+    def _outstanding(self, account_id: str) -> int | None:
+        state = self.model.get(account_id)
+        return None if state is None else max(0, state.outstanding)
+
+    def _fail(self, findings: list[Finding], context: str, verdict: Verdict | None = None) -> None:
+        try:
+            raise_for_findings(findings, context, verdict)
+        except FindingsError:
+            self.failed = True
+            type(self).stats.failed()
+            raise
+
+    # -- rules -------------------------------------------------------------------------------
+    # Rule names and arguments are what a failing program shows, so they say what a user did.
+
+    _open_args = dict(account_id=strategies.account_ids(),
+                      product=st.sampled_from(contract.PRODUCTS),
+                      credit_line=strategies.credit_lines())
+
+    # Every story needs an account, and an initialize rule is exempt from hypothesis's swarm
+    # testing (which switches rules off per program): without it a good share of programs
+    # would only inject faults into an empty service.
+    @initialize(target=accounts, **_open_args)
+    def open_account(self, account_id, product, credit_line):
+        return self._open(account_id, product, credit_line)
+
+    @rule(target=accounts, **_open_args)
+    def open_another_account(self, account_id, product, credit_line):
+        return self._open(account_id, product, credit_line)
+
+    def _open(self, account_id: str, product: str, credit_line: int):
+        account_id = (self.tag + account_id)[:64]
+        known = account_id in self.model
+        self._write("open", account_id, {"account_id": account_id, "product": product,
+                                         "credit_line": credit_line,
+                                         "request_id": self._request_id()})
+        # The same id drawn twice is a (wanted) re-open attempt; one bundle entry is enough.
+        return multiple() if known else account_id
+
+    @rule(target=requests, account=accounts, data=st.data())
+    def draw(self, account, data):
+        amount = data.draw(strategies.amounts(available=self._headroom(account)), label="amount")
+        return self._write("draw", account, {"amount": amount, "request_id": self._request_id()})
+
+    @rule(target=requests, account=accounts, data=st.data())
+    def repay(self, account, data):
+        amount = data.draw(strategies.amounts(outstanding=self._outstanding(account)),
+                           label="amount")
+        return self._write("repay", account, {"amount": amount, "request_id": self._request_id()})
+
+    @rule(target=requests, account=accounts, data=st.data())
+    def change_limit(self, account, data):
+        state = self.model.get(account)
+        line = data.draw(strategies.credit_lines(
+            current=None if state is None else state.credit_line,
+            outstanding=self._outstanding(account)), label="credit_line")
+        return self._write("limit", account, {"credit_line": line, "reason": LIMIT_REASON,
+                                              "request_id": self._request_id()})
+
+    @rule(target=requests, account=accounts, status=st.sampled_from(contract.STATUSES))
+    def change_status(self, account, status):
+        return self._set_status(account, status)
+
+    def _set_status(self, account: str, status: str) -> Sent:
+        return self._write("status", account, {"status": status,
+                                               "reason": STATUS_REASONS[status],
+                                               "request_id": self._request_id()})
+
+    @rule(target=requests, account=accounts, story=strategies.persona_stories())
+    def act_out_persona_story(self, account, story):
+        # A persona's whole story in one step (e.g. overdue_repayer: draw, go overdue, repay
+        # everything, draw again). Single-op rules reach the same states, but only by luck
+        # of ordering: a story is how a sequence that real users follow gets tried often.
+        sent: list[Sent] = []
+        for step in story:
+            # A person acting a story pauses between steps (as `run`'s users think), long
+            # enough that the service syncs now and then within it: a later step may meet
+            # the display with or without an earlier one, as it would in the app.
+            self._wait(STORY_PAUSE_MS)
+            if step.f == "wait":
+                self._wait(step.value)
+            elif step.f == "display":
+                self.read_display(account)
+            elif step.f == "retry":
+                if sent:
+                    self.retry(sent[-1])
+            else:
+                state = self.model.get(account, oracle.State(0, 0, "active"))
+                sent.append(self._write(step.f, account, step.request(state, self._request_id())))
+        return multiple(*sent)
+
+    @rule(request=requests)
+    def retry(self, request):
+        # The same request_id again: the contract says the original outcome comes back and no
+        # second entry is written. The model is not touched: a retry changes nothing.
+        self.recorder.write(CLIENT, request.f, request.account_id, dict(request.body),
+                            retry_of=request.index)
+        self._done()
+
+    @rule(account=accounts)
+    def read_display(self, account):
+        self.recorder.display(CLIENT, account)
+        # A read changes nothing, so it takes no time either: what follows meets the service
+        # exactly as it would without the read, and the shrinker may delete reads freely.
+        self._done(tick=False)
+
+    # Zero arguments and a name that sorts first on purpose: hypothesis orders rules by
+    # target, arguments, then name, and the shrinker turns steps into the first rule where it
+    # can. That rule had better change nothing and take no time, or piles of it would stand
+    # in for the time or the effect of the steps they replaced.
+    @rule()
+    def check_all_displays(self):
+        for account_id in accounts_of(self.recorder.history):
+            self.recorder.display(CLIENT, account_id)
+            self._done(tick=False)
+
+    @rule(ms=st.one_of(st.sampled_from(WAITS_MS), st.integers(1, WAIT_MS_MAX)))
+    def let_time_pass(self, ms):
+        self._wait(ms)
+
+    @rule(ms=st.one_of(st.sampled_from(LONG_WAITS_MS), st.integers(WAIT_MS_MAX, LONG_WAIT_MS_MAX)))
+    def come_back_later(self, ms):
+        self._wait(ms)
+
+    def _wait(self, ms: int) -> None:
+        # Real time is not free: a real target sleeps a bounded while (simulated time has
+        # already shown the long stories; against a real service they cost seconds each).
+        self.target.wait_ms(ms if self.target.simulated else min(ms, REAL_WAIT_MS_MAX))
+
+    @precondition(lambda self: bool(_sync_kinds(self.fault_kinds)))
+    @rule(target=faults_on, fault=strategies.faults(_sync_kinds(contract.FAULT_KINDS),
+                                                     max_delay_ms=SIM_DELAY_MS_MAX))
+    def inject_fault(self, fault):
+        return self._inject(fault)
+
+    # A botched maintenance is an operator's story, not the sync pipe's, and each of its two
+    # modes is a story of its own (the app shows nothing; the app shows older numbers): rules
+    # of their own give each the share of steps any other fault gets, instead of a twelfth of
+    # inject_fault's. Maintenance starts on a settled service (what was written has synced),
+    # as an operator's would; events still in flight under a delay or pause stay in flight.
+    @precondition(lambda self: "maintenance_reset" in self.fault_kinds)
+    @rule()
+    def maintenance_wipes_display(self):
+        self._wait(SYNC_WAIT_MS)
+        self._inject({"kind": "maintenance_reset", "mode": "clear"})
+
+    @precondition(lambda self: "maintenance_reset" in self.fault_kinds)
+    @rule()
+    def maintenance_restores_old_snapshot(self):
+        self._wait(SYNC_WAIT_MS)
+        self._inject({"kind": "maintenance_reset", "mode": "snapshot"})
+
+    def _inject(self, fault: dict):
+        op = self.recorder.add_fault(HARNESS, dict(fault))
+        self._done()
+        if op.outcome != "ok" or fault["kind"] == "maintenance_reset":
+            return multiple()  # nothing to remove later: refused, unknown, or one shot
+        return op.response["fault_id"]
+
+    @rule(fault_id=consumes(faults_on))
+    def remove_fault(self, fault_id):
+        self.recorder.remove_fault(HARNESS, fault_id)
+        self._done()
+
+    # -- judging -----------------------------------------------------------------------------
+    def _check_so_far(self) -> None:
+        """The cheap checkers over the history so far, after every step that added an op. A
+        rule-level check rather than an @invariant: hypothesis prints every invariant call in
+        the failing program, which would double its length for nothing."""
+        history = self.recorder.history
+        if not self.step_checks_on or self.failed:
+            return
+        judged = sum(1 for op in history.ops if op.f != "ledger")
+        if judged == self.checked_ops or not any(op.is_write for op in history.ops):
+            return
+        self.checked_ops = judged
+        ledger = fetch_ledger(self.recorder)
+        findings = cheap_check(history, ledger, CheckConfig(sla_ms=self.sla_ms))
+        self._fail(findings, f"during the program, against {self.target.name}")
+
+    def teardown(self):
+        cls = type(self)
+        # Hypothesis abandons a program that ran out of choices (StopTest) and calls teardown
+        # on the way out: that program is not an example, and judging its half would only
+        # waste a convergence phase.
+        abandoned = isinstance(sys.exc_info()[1], StopTest)
+        try:
+            if not (self.failed or abandoned) and self.recorder.history.ops:
+                verdict = reconcile(self.recorder, self.sla_ms)
+                self.verdict = verdict
+                self._fail(verdict.findings, f"after convergence, against {self.target.name}",
+                           verdict)
+        finally:
+            try:
+                history = self.recorder.history
+                if not self.target.simulated and any(op.f == "fault_add" for op in history.ops):
+                    # Leave a shared service as we found it, even when the program failed.
+                    self.recorder.remove_fault(HARNESS, None)
+            finally:
+                self.target.close()
+                if abandoned:
+                    cls.stats.abandoned += 1
+                else:
+                    cls.stats.finished += 1
+                if cls.stats.on_program is not None:
+                    cls.stats.on_program(cls.stats)
+
+
+LimitMachine.TestCase.settings = machine_settings()
+
+
+def machine_for(target_factory: Callable[[], Target] | None = None, sla_ms: int = 1000,
+                bugs: Iterable[str] = (), *, max_examples: int = 100,
+                stateful_step_count: int = 30, fault_kinds: Iterable[str] | None = None,
+                step_checks: bool | None = None, **settings_overrides) -> type[LimitMachine]:
+    """A `LimitMachine` class for one target, ready to run: `machine_for(...).TestCase` is a
+    unittest/pytest test case, or pass the class to `run_state_machine_as_test`.
+
+    `target_factory` makes a fresh target per program (e.g. `lambda: open_target(URL)`); None
+    is the embedded reference service with the seeded `bugs` switched on. The target is probed
+    once here (TargetError when it is unreachable) and faults are drawn only from the kinds it
+    supports, further narrowed by `fault_kinds`. `step_checks` runs the cheap checkers after
+    every step (default: on simulated targets only, since each check re-reads the ledger)."""
+    bugs = tuple(bugs)
+    if target_factory is None:
+        from .service import bugs as catalogue
+        catalogue.check(bugs)
+        target_factory = _embedded(bugs)
+    elif bugs:
+        raise UsageError("bugs switch on defects of the embedded reference service; pass your "
+                         "own target factory without them")
+    if sla_ms <= 0:
+        raise UsageError("sla_ms must be greater than 0")
+    first = target_factory()
+    try:
+        supported = probe(first)
+        simulated = first.simulated
+    finally:
+        first.close()
+    kinds = tuple(k for k in contract.FAULT_KINDS if k in supported
+                  and (fault_kinds is None or k in tuple(fault_kinds)))
+    namespace: dict[str, Any] = {
+        "target_factory": staticmethod(target_factory),
+        "sla_ms": sla_ms,
+        "fault_kinds": kinds,
+        "step_checks": step_checks,
+        "run_tag": "" if simulated else f"t{int(time.time() * 1000) % 10**7}",
+        "stats": MachineStats(),
+        "_programs": itertools.count(1),
+    }
+    sync_kinds = _sync_kinds(kinds)
+    if sync_kinds and (sync_kinds != _sync_kinds(contract.FAULT_KINDS) or not simulated):
+        delay_max = SIM_DELAY_MS_MAX if simulated else REAL_DELAY_MS_MAX
+
+        @precondition(lambda self: bool(_sync_kinds(self.fault_kinds)))
+        @rule(target=LimitMachine.faults_on, fault=strategies.faults(sync_kinds, delay_max))
+        def inject_fault(self, fault):
+            return self._inject(fault)
+
+        namespace["inject_fault"] = inject_fault
+    name = "LimitMachine" + ("" if simulated else "OverHttp")
+    machine = type(name, (LimitMachine,), namespace)
+    machine.__qualname__ = name
+    machine.TestCase.settings = machine_settings(max_examples, stateful_step_count,
+                                                 **settings_overrides)
+    return machine
