@@ -114,3 +114,13 @@ def fen(amount: int | None) -> str:
     sign = "-" if amount < 0 else ""
     yuan, cents = divmod(abs(amount), 100)
     return f"{sign}¥{yuan:,}.{cents:02d}"
+
+
+def entry_words(entry: dict) -> str:
+    """A ledger entry in a few words for explanations: 'draw ¥12.00', "status 'frozen'"."""
+    kind = entry["type"]
+    if kind in ("draw", "repay"):
+        return f"{kind} {fen(entry['amount'])}"
+    if kind in ("open", "limit"):
+        return f"{kind} {fen(entry['credit_line'])}"
+    return f"status {entry['status']!r}"

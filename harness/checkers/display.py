@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import contract, oracle
-from ..findings import Finding, fen
+from ..findings import Finding, fen, entry_words
 from ..history import FaultWindow, History, Op
 from . import (SEVERITY_RANK, CheckConfig, FaultIndex, HistoryViews, WriteGroup,
                account_timeline, clean_ledger, delay_of, described, entries_by_account,
@@ -317,7 +317,7 @@ def _staleness(op: Op, d: dict, seq: int, account: _Account, faults: FaultIndex,
         op, severity, expected, _view(d),
         f"At t={op.invoke_ms} ms the display of account {op.account_id!r} still showed "
         f"{_words(_view(d))} (as of seq {seq}), missing ledger seq={missed['seq']} "
-        f"({_entry_words(missed)}), committed by t={t_c_ms} ms: {lag_ms} ms behind, and "
+        f"({entry_words(missed)}), committed by t={t_c_ms} ms: {lag_ms} ms behind, and "
         f"{allowance}; the ledger by then said {_words(expected)}",
         measure_ms=lag_ms, faults=described(overlapping))
 
@@ -390,15 +390,6 @@ def _words(view: dict | None) -> str:
     return (f"available {fen(view['available'])} (credit line {fen(view['credit_line'])}, "
             f"outstanding {fen(view['outstanding'])}, {view['status']}, "
             f"usable={str(view['usable']).lower()})")
-
-
-def _entry_words(entry: dict) -> str:
-    kind = entry["type"]
-    if kind in ("draw", "repay"):
-        return f"{kind} {fen(entry['amount'])}"
-    if kind in ("open", "limit"):
-        return f"{kind} {fen(entry['credit_line'])}"
-    return f"status {entry['status']!r}"
 
 
 def _fault_context(faults: FaultIndex, t_ms: int) -> str:

@@ -4,7 +4,7 @@ entry was allowed by the contract at its seq, with each due cure entry present a
 from __future__ import annotations
 
 from .. import contract, oracle
-from ..findings import Finding, fen
+from ..findings import Finding, fen, entry_words
 from ..history import History
 from . import (CheckConfig, HistoryViews, WriteGroup, clean_ledger, entries_by_account,
                entry_owner, is_cure_entry, report, write_groups)
@@ -58,7 +58,7 @@ def _rules(views: HistoryViews, groups: dict[str, WriteGroup], account_id: str,
             views, kind="ledger_rule_violation", severity=severity, account_id=account_id,
             first_seen_ms=seen_ms, expected=expected, actual=entry, checker=CHECKER,
             explanation=f"Account {account_id!r}, ledger seq={entry['seq']} "
-                        f"({_describe(entry)}, request_id {entry['request_id']!r}){when}: {words}"))
+                        f"({entry_words(entry)}, request_id {entry['request_id']!r}){when}: {words}"))
 
     state: oracle.State | None = None
     opened = False
@@ -108,7 +108,7 @@ def _rules(views: HistoryViews, groups: dict[str, WriteGroup], account_id: str,
 
 
 def _missing_cure(violation, repay: dict, state: oracle.State, instead: dict | None) -> None:
-    follows = (f"the next entry is seq={instead['seq']} ({_describe(instead)})" if instead
+    follows = (f"the next entry is seq={instead['seq']} ({entry_words(instead)})" if instead
                else "no entry follows it")
     violation(repay, "major", {"next_request_id": repay["request_id"] + contract.CURE_SUFFIX},
            f"this repay cleared an overdue balance, so its cure entry (status 'active', reason "
@@ -131,15 +131,6 @@ def _why(entry: dict, state: oracle.State, error: str) -> str:
         return (f"the account was closed with {fen(state.outstanding)} still outstanding "
                 f"({before}).")
     return f"the contract answers {error!r} to this {kind} ({before})."
-
-
-def _describe(entry: dict) -> str:
-    kind = entry["type"]
-    if kind in ("draw", "repay"):
-        return f"{kind} {fen(entry['amount'])}"
-    if kind in ("open", "limit"):
-        return f"{kind} {fen(entry['credit_line'])}"
-    return f"status {entry['status']!r}"
 
 
 def _state(state: oracle.State) -> str:
