@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import orjson
 
@@ -220,7 +220,3 @@ def _op_from_dict(raw: Any, line_no: int) -> Op:
     raw.setdefault("account_id", None)
     raw.setdefault("request", None)
     return Op(**raw)
-
-
-def ops_between(ops: Iterable[Op], lo_ms: int, hi_ms: int) -> list[Op]:
-    return [op for op in ops if lo_ms <= op.invoke_ms <= hi_ms]
