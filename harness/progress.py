@@ -11,14 +11,14 @@ LOG_EVERY_S = 5.0
 
 
 class Progress:
-    def __init__(self, config, quiet: bool = False, stream=None) -> None:
+    def __init__(self, unit: str, quiet: bool = False, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = self.stream.isatty()
         self.every_s = TTY_EVERY_S if self.tty else LOG_EVERY_S
         self.name = "phase"
         self.total = None
-        self.unit = "ops" if config.simulated else "s"
+        self.unit = unit
         self._last_s = 0.0
 
     def phase(self, name: str, total: int | None = None) -> None:

@@ -21,7 +21,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import orjson
 from hypothesis import seed as hypothesis_seed
@@ -142,8 +141,7 @@ def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
 
 def main(args) -> int:
     config = PropConfig.from_args(args)
-    progress = Progress(SimpleNamespace(simulated=True))
-    progress.unit = "examples"
+    progress = Progress("examples")
     result = search(config, progress)
     if not result.failed:
         print(f"no failure in {result.examples} examples (seed {config.seed}, target "

@@ -163,7 +163,7 @@ def execute(config: RunConfig, policy: gate.Policy | None = None) -> RunResult:
             "started_at": started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "sla_ms": config.sla_ms, "faults": list(profile.kinds), "supported": supported})
         recorder = Recorder(target, history)
-        progress = Progress(config, quiet=config.quiet)
+        progress = Progress("ops" if config.simulated else "s", quiet=config.quiet)
         drive = _drive_simulated if config.simulated else _drive_http
         with _fewer_gc_passes():
             users, nemesis = drive(config, target, recorder, profile, workload_config, run_tag,
