@@ -194,3 +194,14 @@ class Story:
     def phase(self, name: str) -> None:
         self.now_ms += 1
         self.history.phase(name, self.now_ms)
+
+def kinds(findings):
+    """(kind, severity) of each finding, sorted: what most checker tests assert on."""
+    return sorted((f.kind, f.severity) for f in findings)
+
+
+def opened() -> Story:
+    """A story with one open account, a1, with a ¥100 line."""
+    b = Story()
+    b.open("a1", 100_00)
+    return b

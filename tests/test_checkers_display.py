@@ -3,7 +3,7 @@ import math
 from harness.checkers import CheckConfig, display
 from harness.checkers.display import deadline_ms
 from harness.history import FaultWindow
-from checker_histories import Story
+from checker_histories import Story, kinds
 
 SLA_MS = 1000
 CONFIG = CheckConfig(sla_ms=SLA_MS)
@@ -11,10 +11,6 @@ CONFIG = CheckConfig(sla_ms=SLA_MS)
 
 def run(b: Story, config: CheckConfig = CONFIG):
     return display.check(b.history, b.ledger, config)
-
-
-def kinds(findings):
-    return sorted((f.kind, f.severity) for f in findings)
 
 
 def window(kind, start_ms, end_ms, **params):

@@ -1,23 +1,13 @@
 import copy
 
 from harness.checkers import CheckConfig, ledger
-from checker_histories import Story
+from checker_histories import Story, kinds, opened
 
 CONFIG = CheckConfig()
 
 
 def run(b: Story, entries=None):
     return ledger.check(b.history, b.ledger if entries is None else entries, CONFIG)
-
-
-def kinds(findings):
-    return sorted((f.kind, f.severity) for f in findings)
-
-
-def opened() -> Story:
-    b = Story()
-    b.open("a1", 100_00)
-    return b
 
 
 def test_a_ledger_that_follows_every_rule_has_no_findings():

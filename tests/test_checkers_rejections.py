@@ -1,17 +1,11 @@
 from harness.checkers import CheckConfig, rejections
-from checker_histories import Story
+from checker_histories import Story, opened
 
 CONFIG = CheckConfig()
 
 
 def run(b: Story):
     return rejections.check(b.history, b.ledger, CONFIG)
-
-
-def opened() -> Story:
-    b = Story()
-    b.open("a1", 100_00)
-    return b
 
 
 def test_rightful_rejections_are_not_reported():

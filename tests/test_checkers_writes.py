@@ -1,21 +1,11 @@
 from harness.checkers import CheckConfig, writes
-from checker_histories import Story
+from checker_histories import Story, kinds, opened
 
 CONFIG = CheckConfig()
 
 
 def run(b: Story):
     return writes.check(b.history, b.ledger, CONFIG)
-
-
-def kinds(findings):
-    return sorted((f.kind, f.severity) for f in findings)
-
-
-def opened() -> Story:
-    b = Story()
-    b.open("a1", 100_00)
-    return b
 
 
 def test_a_correct_service_gets_no_write_findings():
