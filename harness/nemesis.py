@@ -78,7 +78,6 @@ class Nemesis:
         self.rng = rng
         self.active: list[str] = []  # fault ids the target acknowledged
         self.next_ms = start_ms + self._interval_ms()
-        self.max_delay_ms = 0
 
     def due(self, now_ms: int) -> bool:
         return bool(self.profile.kinds) and now_ms >= self.next_ms
@@ -92,8 +91,6 @@ class Nemesis:
         return "add", self._fault()
 
     def added(self, fault: dict, fault_id: str | None) -> None:
-        if fault["kind"] == "delay_sync":
-            self.max_delay_ms = max(self.max_delay_ms, fault["delay_ms"])
         if fault_id is not None and fault["kind"] != "maintenance_reset":
             self.active.append(fault_id)
 

@@ -37,8 +37,11 @@ from contextlib import contextmanager
 
 import pytest
 
+# harness.convergence.HARNESS; kept literal because this module imports nothing of the harness
+# at load time (it loads in every pytest session of an environment that has the package).
+HARNESS = 0
+
 DEFAULT_SLA_MS = 1000
-HARNESS_PROCESS = 0  # the process number of the harness's own ops (faults), as in `run`
 _SUPPORTED = pytest.StashKey[list]()
 
 
@@ -161,17 +164,17 @@ class Chaos:
         if kind not in self.supported:
             pytest.skip(f"target {self.recorder.target.name} does not support fault {kind}")
         self.injected = True
-        op = self.recorder.add_fault(HARNESS_PROCESS, {"kind": kind, **params})
+        op = self.recorder.add_fault(HARNESS, {"kind": kind, **params})
         if op.outcome != "ok":
             pytest.fail(f"the target did not accept fault {kind}({params}): "
                         f"{op.error or op.http_status} {op.response}", pytrace=False)
         return op.response["fault_id"]
 
     def remove(self, fault_id: str) -> None:
-        self.recorder.remove_fault(HARNESS_PROCESS, fault_id)
+        self.recorder.remove_fault(HARNESS, fault_id)
 
     def clear(self) -> None:
-        self.recorder.remove_fault(HARNESS_PROCESS, None)
+        self.recorder.remove_fault(HARNESS, None)
 
     @contextmanager
     def fault(self, kind: str, **params):

@@ -23,19 +23,18 @@ from . import checkers, gate
 from .checkers import CheckConfig
 from .client import Recorder
 from .clock import SIM_EPOCH
+from .convergence import converge, fetch_ledger
 from .errors import UsageError
 from .history import History
 from .nemesis import Nemesis, load_profile
 from .progress import Progress
-from .targets import Target, open_target, probe
+from .targets import open_target, probe
 from .workload import Action, User, Workload, load_config
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 DEFAULT_ACCOUNTS = 24
 DEFAULT_OPS = 20_000
 DEFAULT_DURATION_S = 20.0
-CONVERGENCE_POLL_MS = 250
-CONVERGENCE_MARGIN_MS = 100  # reads land strictly after the checker's deadline
 ROOT = Path(__file__).resolve().parent.parent
 GC_THRESHOLD_WHILE_DRIVING = 200_000  # allocations between young-generation collections
 
@@ -170,11 +169,12 @@ def execute(config: RunConfig, policy: gate.Policy | None = None) -> RunResult:
                                    progress)
         history.meta["users"] = {acc: {"name": u.name, "persona": u.persona}
                                  for u in users for acc in u.accounts}
-        _converge(config, target, recorder, users, nemesis, progress)
+        progress.phase("convergence")
+        converge(recorder, config.sla_ms, poll=True)
         drive_s = time.time() - started_wall
         recorder.phase("check")
         progress.phase("check")
-        ledger = recorder.ledger()
+        ledger = fetch_ledger(recorder)
         verdict = checkers.check(history, ledger, CheckConfig(sla_ms=config.sla_ms))
         progress.done()
         duration_s = time.time() - started_wall
@@ -298,28 +298,6 @@ def _worker(target, recorder, workload, users, stop_ms, errors) -> None:
                 _perform(recorder, workload, user, workload.next_action(user))
     except BaseException as exc:  # surfaced by the main thread; a worker must not die silently
         errors.append(exc)
-
-
-def _converge(config, target: Target, recorder: Recorder, users, nemesis, progress) -> None:
-    """Faults off, writes stop, and the display must reach the oracle within the service level."""
-    recorder.phase("convergence")
-    progress.phase("convergence")
-    if nemesis.profile.kinds:
-        recorder.remove_fault(0, None)
-    # The checker judges reads after: faults off + sla + the longest delay injected.
-    deadline_ms = target.now_ms() + config.sla_ms + nemesis.max_delay_ms + CONVERGENCE_MARGIN_MS
-    accounts = [(u.process, acc) for u in users for acc in u.accounts]
-    for _ in range(10_000):
-        remaining_ms = deadline_ms - target.now_ms()
-        if remaining_ms <= 0:
-            break
-        for process, account_id in accounts:
-            recorder.display(process, account_id)
-        target.wait_ms(min(CONVERGENCE_POLL_MS, max(1, deadline_ms - target.now_ms())))
-    for _ in range(2):  # twice: a display that flaps after converging is still divergent
-        for process, account_id in accounts:
-            recorder.display(process, account_id)
-        target.wait_ms(CONVERGENCE_POLL_MS)
 
 
 # -- results --------------------------------------------------------------------------------

@@ -32,14 +32,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize,
                                  multiple, precondition, rule)
 
-from . import checkers, contract, oracle, strategies
+from . import checkers, contract, convergence, oracle, strategies
 from .checkers import CheckConfig, Verdict
 from .client import Recorder
 from .clock import SIM_EPOCH
 from .errors import UsageError
 from .findings import Finding
 from .history import History
-from .runner import CONVERGENCE_MARGIN_MS, CONVERGENCE_POLL_MS
+from .convergence import HARNESS, accounts_of, fetch_ledger
 from .targets import Target, open_target, probe
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
 
 FAILING_SEVERITIES = ("critical", "major")
 CLIENT = 1  # the process number of the machine's client ops; 0 is the harness's own
-HARNESS = 0
 # Simulated time is free, so a program may hold events back for seconds; against a real
 # service every millisecond of delay is waited out at teardown, so it stays short.
 SIM_DELAY_MS_MAX = 5_000
@@ -148,58 +147,9 @@ def _short(value: Any, limit: int = 160) -> str:
 
 # -- convergence and the whole check --------------------------------------------------------------
 
-def accounts_of(history: History) -> list[str]:
-    """Every account the history wrote to, in order of first mention."""
-    seen: dict[str, None] = {}
-    for op in history.ops:
-        if op.is_write and op.account_id is not None:
-            seen.setdefault(op.account_id, None)
-    return list(seen)
-
-
-def injected_delay_ms(history: History) -> int:
-    """The largest delay_sync the history tried to inject (acknowledged or not)."""
-    delays = [op.request.get("delay_ms") for op in history.ops
-              if op.f == "fault_add" and isinstance(op.request, dict)
-              and op.request.get("kind") == "delay_sync"]
-    return max((d for d in delays if type(d) is int), default=0)
-
-
-def converge(recorder: Recorder, sla_ms: int) -> None:
-    """The convergence phase: every fault removed, writes stopped, then after the service level
-    (plus the largest injected delay and a margin) every account's display read twice; a
-    display that flaps after converging is as wrong as one that never converged."""
-    history, target = recorder.history, recorder.target
-    if any(op.f == "fault_add" for op in history.ops):
-        recorder.remove_fault(HARNESS, None)
-    recorder.phase("convergence")
-    target.wait_ms(sla_ms + injected_delay_ms(history) + CONVERGENCE_MARGIN_MS)
-    accounts = accounts_of(history)
-    for _ in range(2):
-        for account_id in accounts:
-            recorder.display(HARNESS, account_id)
-        target.wait_ms(CONVERGENCE_POLL_MS)
-
-
-def own_entries(ledger: list[dict], history: History) -> list[dict]:
-    """The entries of the accounts this history wrote to: a real service is shared (other
-    tests, other examples, other people), and their entries are not this history's to judge."""
-    mine = set(accounts_of(history))
-    return [e for e in ledger if isinstance(e, dict) and e.get("account_id") in mine]
-
-
-def fetch_ledger(recorder: Recorder) -> list[dict]:
-    ledger = recorder.ledger(HARNESS)
-    # A fresh embedded service holds nothing but this history; a real one is shared.
-    return ledger if recorder.target.simulated else own_entries(ledger, recorder.history)
-
-
 def reconcile(recorder: Recorder, sla_ms: int) -> Verdict:
     """Convergence phase, then the ledger and every checker over the recorder's history."""
-    converge(recorder, sla_ms)
-    recorder.phase("check")
-    ledger = fetch_ledger(recorder)
-    return checkers.check(recorder.history, ledger, CheckConfig(sla_ms=sla_ms))
+    return convergence.reconcile(recorder, sla_ms)[1]
 
 
 def cheap_check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from locust import User, between, events, task
 
-from harness import checkers, gate
-from harness.checkers import CheckConfig
+from harness import convergence, gate
 from harness.client import Recorder
 from harness.history import History
 from harness.reports import write_reports
@@ -29,7 +28,6 @@ from harness.workload import Workload, load_config
 
 SLA_MS = int(os.environ.get("LIMIT_SLA_MS", "1000"))
 SEED = int(os.environ.get("LIMIT_SEED", "0"))
-CONVERGENCE_WAIT_S = SLA_MS / 1000 + 0.5
 
 
 class _Shared:
@@ -105,16 +103,7 @@ def reconcile(environment, **_kwargs) -> None:
     recorder = SHARED.recorder
     if recorder is None:
         return
-    recorder.phase("convergence")
-    time.sleep(CONVERGENCE_WAIT_S)
-    for _ in range(2):
-        for user in SHARED.users:
-            for account_id in user.accounts:
-                recorder.display(user.process, account_id)
-        time.sleep(0.25)
-    recorder.phase("check")
-    ledger = recorder.ledger()
-    verdict = checkers.check(recorder.history, ledger, CheckConfig(sla_ms=SLA_MS))
+    _, verdict = convergence.reconcile(recorder, SLA_MS)
     report = {
         "verdict": "pass", "seed": SEED, "target": environment.host, "mode": "load",
         "started_at": recorder.history.meta["started_at"], "duration_s": 0.0,
