@@ -123,6 +123,11 @@ def parse_open(body: Any) -> dict:
 
 
 def parse_amount(body: Any) -> dict:
+    if type(body) is dict:  # a well-formed body passes in one go: this runs on every draw/repay
+        amount, request_id = body.get("amount"), body.get("request_id")
+        if (type(amount) is int and 0 < amount <= FEN_MAX and type(request_id) is str
+                and ID_PATTERN.fullmatch(request_id) is not None):
+            return {"amount": amount, "request_id": request_id}
     body = require_object(body)
     return {"amount": require_fen(body, "amount", minimum=1), "request_id": require_id(body, "request_id")}
 

@@ -9,6 +9,7 @@ collision raises.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from harness import contract
 from harness.errors import UsageError
-from harness.service.storage import MemoryLedger, SQLiteLedger, open_ledger
+from harness.service.storage import Answers, MemoryLedger, SQLiteLedger, open_ledger
 from service_sim import Sim
 
 
@@ -287,3 +288,35 @@ def test_open_ledger_rejects_a_bad_postgres_schema_or_prefix(query):
     # Checked before connecting: these become SQL identifiers.
     with pytest.raises(UsageError, match="must match"):
         open_ledger(f"postgresql://127.0.0.1:1/test?{query}")
+
+
+# -- the in-memory answer cache every store keeps ------------------------------------------------
+ANSWER_BODIES = [
+    {"entry_id": "e-1", "seq": 1},
+    {"account_id": "u-1", "product": "jiebei", "credit_line": 10**15, "outstanding": 0,
+     "available": 10**15, "status": "active", "usable": True, "entry_id": "e-2", "seq": 2},
+    contract.error_body("insufficient_limit", "amount 5 exceeds the available 4 (可用额度)"),
+]
+
+
+def test_answers_give_back_what_was_remembered_and_a_fresh_copy_each_time():
+    answers = Answers()
+    for n, body in enumerate(ANSWER_BODIES):
+        answers.remember(f"r-{n}", 201 + n, body)
+    for n, body in enumerate(ANSWER_BODIES):
+        status, got = answers.recall(f"r-{n}")
+        assert (status, got) == (201 + n, body)
+        got["tampered"] = True  # a caller's edit must not reach the next retry
+        assert answers.recall(f"r-{n}") == (201 + n, body)
+    assert answers.recall("r-unknown") is None
+    assert len(answers) == len(ANSWER_BODIES)
+
+
+def test_answers_hold_nothing_the_garbage_collector_must_walk():
+    # Why the class exists: a million remembered answers must not lengthen every collection.
+    answers = Answers()
+    for n in range(1000):
+        answers.remember(f"r-{n}", 201, ANSWER_BODIES[n % len(ANSWER_BODIES)])
+    gc.collect()
+    assert not gc.is_tracked(answers._status)
+    assert not gc.is_tracked(answers._body)

@@ -13,14 +13,20 @@ from dataclasses import dataclass
 
 from .. import contract, oracle
 from ..contract import BadRequest, error_body
-from ..oracle import State
+from ..oracle import VALUE_FIELD, State
 from . import bugs as bug_catalogue
 from .chaos import FaultSet
 from .events import Event, EventPipe
 from .projector import ANTI_ENTROPY_EVERY_MS, REPAIR_GRACE_MS, REPAIR_NOW_MS, Projector
+from .routes import route
 from .storage import LedgerStore
 
 Reply = tuple[int, dict | None]
+# One entry to commit, before the ledger gives it a seq and a time: (account_id, type, its
+# oracle.VALUE_FIELD, its other fields or None, request_id). A plain tuple, not a NamedTuple:
+# one is built per write, and a NamedTuple's constructor is a Python-level call.
+Change = tuple[str, str, int | str, dict | None, str]
+_new = tuple.__new__  # builds an Event without the NamedTuple's Python-level __new__ (hot path)
 SEQ_MAX = 2**63 - 1
 DELIVERIES_PER_TICK_MAX = 1_000_000  # a bound on one `advance`; the rest waits for the next
 
@@ -62,13 +68,13 @@ class LimitService:
     def advance(self, now_ms: int | None = None) -> int:
         """Deliver the events that are due and run the periodic jobs; returns events delivered."""
         now_ms = self.clock.now_ms() if now_ms is None else now_ms
-        delivered = 0
+        projector = self.projector
         events = self.pipe.due(now_ms)
         assert len(events) <= DELIVERIES_PER_TICK_MAX
+        deliver = projector.deliver
         for event in events:
-            self.projector.deliver(event, now_ms)
-        delivered += len(events)
-        projector = self.projector
+            deliver(event, now_ms)
+        delivered = len(events)
         if now_ms >= projector.next_anti_entropy_ms:
             projector.next_anti_entropy_ms = now_ms + ANTI_ENTROPY_EVERY_MS
             if not self.faults.paused:  # pause_sync: nothing reaches the read model
@@ -87,12 +93,11 @@ class LimitService:
     # -- the one entry point -----------------------------------------------------------------
     def call(self, method: str, path: str, body=None, query: dict[str, str] | None = None) -> Reply:
         """Answer one request; `body` is already-parsed JSON (or None)."""
-        route = _ROUTE or _load_route()
         try:
-            handler, args = route(method, path)
+            handler, path_id = route(method, path)
             if handler is None:
                 return 404, error_body("not_found", f"no route {method} {path}")
-            return handler(self, *args, body=body, query=query or {})
+            return handler(self, path_id, body, query)
         except BadRequest as exc:
             return 400, error_body("bad_request", str(exc))
 
@@ -105,53 +110,52 @@ class LimitService:
             return remembered
         if account_id in self.states:
             return self._refuse(request_id, "exists", f"account {account_id} already exists")
-        entry = {"account_id": account_id, "type": "open", "product": req["product"],
-                 "credit_line": req["credit_line"]}
         state = oracle.opened(req["credit_line"])
-        return self._commit(request_id, [entry], {"account_id": account_id,
-                                                  "product": req["product"], **state.view()})
+        change = (account_id, "open", req["credit_line"], {"product": req["product"]}, request_id)
+        return self._commit(request_id, [change], {"account_id": account_id,
+                                                   "product": req["product"], **state.view()})
 
     def draw(self, account_id: str, body) -> Reply:
         req = contract.parse_amount(body)
-        return self._write(account_id, "draw", req["amount"], req["request_id"], {})
+        return self._write(account_id, "draw", req["amount"], req["request_id"])
 
     def repay(self, account_id: str, body) -> Reply:
         req = contract.parse_amount(body)
-        return self._write(account_id, "repay", req["amount"], req["request_id"], {})
+        return self._write(account_id, "repay", req["amount"], req["request_id"])
 
     def set_limit(self, account_id: str, body) -> Reply:
         req = contract.parse_limit(body)
         return self._write(account_id, "limit", req["credit_line"], req["request_id"],
-                           {"reason": req["reason"]})
+                           req["reason"])
 
     def set_status(self, account_id: str, body) -> Reply:
         req = contract.parse_status(body)
-        return self._write(account_id, "status", req["status"], req["request_id"],
-                           {"reason": req["reason"]})
+        return self._write(account_id, "status", req["status"], req["request_id"], req["reason"])
 
-    _VALUE_FIELD = {"draw": "amount", "repay": "amount", "limit": "credit_line", "status": "status"}
-
-    def _write(self, account_id: str, kind: str, value, request_id: str, extra: dict) -> Reply:
-        if not (kind == "draw" and "retry_duplicates_draw" in self.bugs):
+    def _write(self, account_id: str, kind: str, value, request_id: str,
+               reason: str | None = None) -> Reply:
+        bugs = self.bugs
+        if not (bugs and kind == "draw" and "retry_duplicates_draw" in bugs):
             remembered = self.store.recall(request_id)
             if remembered is not None:
                 return remembered
         state = self.states.get(account_id)
         if state is None:
             return self._refuse(request_id, "not_found", f"no account {account_id}")
-        error = self._judge(account_id, state, kind, value)
+        error = (self._judge(account_id, state, kind, value) if bugs
+                 else oracle.judge(state, kind, value))
         if error is not None:
             return self._refuse(request_id, error, _detail(error, state, value))
-        entry = {"account_id": account_id, "type": kind, self._VALUE_FIELD[kind]: value, **extra}
-        entries = [entry]
+        change = (account_id, kind, value, None if reason is None else {"reason": reason},
+                  request_id)
         if (kind == "repay" and state.status == "overdue" and value == state.outstanding
-                and "no_cure" not in self.bugs):
+                and "no_cure" not in bugs):
             # oracle.cure_due, decided before the commit so both entries share its transaction.
-            assert oracle.cure_due(state, oracle.apply(state, entry))
-            entries.append({"account_id": account_id, "type": "status", "status": "active",
-                            "reason": contract.CURE_REASON,
-                            "request_id": request_id + contract.CURE_SUFFIX})
-        return self._commit(request_id, entries)
+            assert oracle.cure_due(state, oracle.step(state, kind, value))
+            cure = (account_id, "status", "active", {"reason": contract.CURE_REASON},
+                    request_id + contract.CURE_SUFFIX)
+            return self._commit(request_id, [change, cure])
+        return self._commit(request_id, [change])
 
     def _judge(self, account_id: str, state: State, kind: str, value) -> str | None:
         bugs = self.bugs
@@ -175,30 +179,41 @@ class LimitService:
         self.store.commit([], request_id, status, body)
         return status, body
 
-    def _commit(self, request_id: str, drafts: list[dict], body: dict | None = None) -> Reply:
-        """Append the drafts as entries; answer `body` (default: nothing) plus the first
+    def _commit(self, request_id: str, changes: list[Change], body: dict | None = None) -> Reply:
+        """Append the changes as entries; answer `body` (default: nothing) plus the first
         entry's `entry_id` and `seq`."""
-        now_ms = self.clock.now_ms()
-        at = self.clock.iso(now_ms)
+        assert changes
+        clock = self.clock
+        now_ms = clock.now_ms()
+        at = clock.iso(now_ms)
         entries = []
         seq = self.seq
-        for draft in drafts:
+        for account_id, kind, value, extra, entry_request_id in changes:
             seq += 1
-            entries.append({"seq": seq, "entry_id": f"e-{seq}",
-                            "request_id": draft.pop("request_id", request_id), "at": at, **draft})
+            entry = {"seq": seq, "entry_id": f"e-{seq}", "request_id": entry_request_id,
+                     "at": at, "account_id": account_id, "type": kind, VALUE_FIELD[kind]: value}
+            if extra is not None:
+                entry.update(extra)
+            entries.append(entry)
         first = entries[0]
-        body = {**(body or {}), "entry_id": first["entry_id"], "seq": first["seq"]}
-        self.store.commit(entries, request_id, 201, body)  # durable before anything changes here
+        answer = {"entry_id": first["entry_id"], "seq": first["seq"]}
+        if body is not None:
+            answer = {**body, **answer}
+        self.store.commit(entries, request_id, 201, answer)  # durable before anything changes here
+        seq = self.seq
+        states, tail, step = self.states, self.tail, oracle.step
+        note_commit, publish = self.projector.note_commit, self.pipe.publish
+        for account_id, kind, value, _, _ in changes:
+            seq += 1
+            states[account_id] = step(states.get(account_id), kind, value)
+            prev_seq = tail.get(account_id)
+            tail[account_id] = seq
+            note_commit(account_id, seq, now_ms)
+            publish(_new(Event, (seq, account_id, prev_seq, kind, value)), now_ms)
+        assert seq == entries[-1]["seq"]
         self.seq = seq
-        for entry in entries:
-            account_id = entry["account_id"]
-            self.states[account_id] = oracle.apply(self.states.get(account_id), entry)
-            prev_seq = self.tail.get(account_id)
-            self.tail[account_id] = entry["seq"]
-            self.projector.note_commit(account_id, entry["seq"], now_ms)
-            self.pipe.publish(Event(entry["seq"], account_id, prev_seq, entry), now_ms)
         self.writes += 1
-        return 201, body
+        return 201, answer
 
     # -- reads -----------------------------------------------------------------------------
     def display(self, account_id: str) -> Reply:
@@ -211,8 +226,8 @@ class LimitService:
                                    "the display is being rebuilt; retry shortly")
         return 200, shown
 
-    def ledger_page(self, query: dict[str, str]) -> Reply:
-        after_seq, limit = contract.parse_ledger_query(query)
+    def ledger_page(self, query: dict[str, str] | None) -> Reply:
+        after_seq, limit = contract.parse_ledger_query(query or {})
         # Stores keep seq as int64; nothing lies beyond it, and asking a store would overflow.
         entries = self.store.page(after_seq, limit) if after_seq < SEQ_MAX else []
         return 200, {"entries": entries,
@@ -243,17 +258,6 @@ class LimitService:
         if not self.faults.remove(fault_id):
             return 404, error_body("not_found", f"no active fault {fault_id}")
         return 204, None
-
-
-_ROUTE = None
-
-
-def _load_route():
-    # routes.py imports this module for its handlers, so the table is fetched once, on first use.
-    global _ROUTE
-    from .routes import route
-    _ROUTE = route
-    return route
 
 
 def _detail(code: str, state: State, value) -> str:

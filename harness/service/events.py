@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from typing import NamedTuple
 
 from .chaos import FaultSet
@@ -20,10 +21,13 @@ REORDER_HOLD_MS = 50
 
 
 class Event(NamedTuple):
+    # The entry's type and value rather than the entry: delivery reads two fields instead of
+    # looking them up in a dict, once per event.
     seq: int
     account_id: str
     prev_seq: int | None  # the account's entry before this one; None for `open`
-    entry: dict
+    kind: str  # the entry's type
+    value: int | str  # the entry's oracle.VALUE_FIELD: what `oracle.step` needs
 
 
 class EventPipe:
@@ -32,14 +36,18 @@ class EventPipe:
         self.faults = faults
         self.rng = rng
         self.lag_ms = lag_ms
-        self._queue: list[tuple[int, int, Event]] = []  # (deliver_at_ms, tiebreak, event)
+        # (deliver_at_ms, tiebreak, event). Without a change of delay every event is due no
+        # earlier than the one before it, so a FIFO holds them in order at O(1); only an event
+        # due before the FIFO's last (a delay was lifted) goes to the heap. `due` merges the two.
+        self._fifo: deque[tuple[int, int, Event]] = deque()
+        self._heap: list[tuple[int, int, Event]] = []
         self._counter = 0
         self._held: list[Event] = []  # waiting for a reorder window to fill
         self._held_since_ms = 0
         self.published = self.dropped = self.duplicated = 0
 
     def __len__(self) -> int:
-        return len(self._queue) + len(self._held)
+        return len(self._fifo) + len(self._heap) + len(self._held)
 
     def publish(self, event: Event, now_ms: int) -> None:
         self.published += 1
@@ -70,16 +78,32 @@ class EventPipe:
             self._release_held(now_ms)
         if self.faults.paused:
             return []
+        fifo, heap = self._fifo, self._heap
+        if not heap:  # the common case: one ordered queue
+            out = []
+            while fifo and fifo[0][0] <= now_ms:
+                out.append(fifo.popleft()[2])
+            return out
         out = []
-        queue = self._queue
-        while queue and queue[0][0] <= now_ms:
-            out.append(heapq.heappop(queue)[2])
+        for _ in range(len(fifo) + len(heap)):
+            # Earliest (deliver_at_ms, tiebreak) first, from whichever queue holds it.
+            if fifo and (not heap or fifo[0] < heap[0]):
+                if fifo[0][0] > now_ms:
+                    break
+                out.append(fifo.popleft()[2])
+            elif heap and heap[0][0] <= now_ms:
+                out.append(heapq.heappop(heap)[2])
+            else:
+                break
         return out
 
     def next_due_ms(self) -> int | None:
         candidates = []
-        if self._queue and not self.faults.paused:
-            candidates.append(self._queue[0][0])
+        if not self.faults.paused:
+            if self._fifo:
+                candidates.append(self._fifo[0][0])
+            if self._heap:
+                candidates.append(self._heap[0][0])
         if self._held:
             candidates.append(self._held_since_ms + REORDER_HOLD_MS)
         return min(candidates, default=None)
@@ -91,9 +115,13 @@ class EventPipe:
             self._enqueue(event, now_ms)
 
     def _enqueue(self, event: Event, now_ms: int) -> None:
-        if len(self._queue) >= QUEUE_MAX:
+        fifo = self._fifo
+        if len(fifo) + len(self._heap) >= QUEUE_MAX:
             self.dropped += 1
             return
         self._counter += 1
-        deliver_at_ms = now_ms + self.lag_ms + self.faults.delay_ms
-        heapq.heappush(self._queue, (deliver_at_ms, self._counter, event))
+        item = (now_ms + self.lag_ms + self.faults.delay_ms, self._counter, event)
+        if not fifo or fifo[-1][0] <= item[0]:
+            fifo.append(item)
+        else:
+            heapq.heappush(self._heap, item)

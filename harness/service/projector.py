@@ -13,7 +13,7 @@ from collections import deque
 from typing import Callable, NamedTuple
 
 from .. import oracle
-from ..oracle import State
+from ..oracle import State, step
 from .events import Event
 
 PENDING_MAX = 1000  # early events held per account; past this we drop them and rebuild instead
@@ -25,6 +25,8 @@ REPAIR_GRACE_MS = 200  # how long past its expected arrival an event may be late
 SNAPSHOT_EVERY_MS = 2000
 REPAIR_NOW_MS = -(10**12)  # a "since" that makes an account due at the next anti-entropy pass
 ZERO = State(0, 0, "active")
+_DUE_NOW = (REPAIR_NOW_MS, 0)
+_new = tuple.__new__  # a Row without the NamedTuple's Python-level __new__: one per event
 
 
 class Row(NamedTuple):
@@ -63,46 +65,53 @@ class Projector:
 
     # -- events ----------------------------------------------------------------------------
     def deliver(self, event: Event, now_ms: int) -> None:
-        if "reorder_blind" in self.bugs:
-            return self._deliver_blind(event, now_ms)
-        account_id = event.account_id
+        bugs = self.bugs
+        if bugs and "reorder_blind" in bugs:
+            return self._deliver_blind(event)
+        seq, account_id, prev_seq, _, _ = event
         row = self.rows.get(account_id)
-        as_of = None if row is None else row.as_of_seq
-        if row is not None and as_of is not None and event.seq <= as_of:
-            if "apply_duplicates" in self.bugs:
-                self.rows[account_id] = Row(self._apply(row.state, event.entry), as_of)
+        as_of = None if row is None else row[1]
+        if as_of is not None and seq <= as_of:
+            if "apply_duplicates" in bugs:
+                self.rows[account_id] = Row(self._step(row.state, event), as_of)
             return
-        if event.prev_seq == as_of and (row is not None or event.prev_seq is None):
-            self._advance(account_id, row, event, now_ms)
-            self._drain(account_id, now_ms)
+        if prev_seq == as_of and (row is not None or prev_seq is None):
+            self._advance(account_id, row, event)
+            if self.pending:
+                self._drain(account_id)
             return
         held = self.pending.setdefault(account_id, {})
         if len(held) >= PENDING_MAX:
             held.clear()  # the rebuild will read the ledger anyway
-        held[event.prev_seq] = event
+        held[prev_seq] = event
         if account_id not in self.behind:
-            self.behind[account_id] = (now_ms, event.seq)
+            self.behind[account_id] = (now_ms, seq)
 
-    def _deliver_blind(self, event: Event, now_ms: int) -> None:
+    def _deliver_blind(self, event: Event) -> None:
         # The bug: trust arrival order. Anything newer than the watermark is applied on top and
         # moves the watermark, so a late older event is skipped although the watermark covers it.
         row = self.rows.get(event.account_id)
         if row is None:
-            if event.entry["type"] == "open":
-                self.rows[event.account_id] = Row(self._apply(None, event.entry), event.seq)
+            if event.kind == "open":
+                self.rows[event.account_id] = Row(self._step(None, event), event.seq)
             return
         if row.as_of_seq is None or event.seq > row.as_of_seq:
-            self.rows[event.account_id] = Row(self._apply(row.state, event.entry), event.seq)
+            self.rows[event.account_id] = Row(self._step(row.state, event), event.seq)
             self.applied += 1
-            self._settle(event.account_id, now_ms)
+            self._settle(event.account_id, event.seq)
 
-    def _advance(self, account_id: str, row: Row | None, event: Event, now_ms: int) -> None:
-        state = self._apply(None if row is None else row.state, event.entry)
-        self.rows[account_id] = Row(state, event.seq)
+    def _advance(self, account_id: str, row: Row | None, event: Event) -> None:
+        seq = event.seq
+        state = None if row is None else row[0]
+        if self.bugs:
+            state = self._change(state, event.kind, event.value)
+        else:
+            state = step(state, event.kind, event.value)
+        self.rows[account_id] = _new(Row, (state, seq))
         self.applied += 1
-        self._settle(account_id, now_ms)
+        self._settle(account_id, seq)
 
-    def _drain(self, account_id: str, now_ms: int) -> None:
+    def _drain(self, account_id: str) -> None:
         held = self.pending.get(account_id)
         for _ in range(PENDING_MAX):
             if not held:
@@ -111,36 +120,47 @@ class Projector:
             event = held.pop(row.as_of_seq, None)
             if event is None:
                 break
-            self._advance(account_id, row, event, now_ms)
+            self._advance(account_id, row, event)
         if held is not None and not held:
             del self.pending[account_id]
 
-    def _settle(self, account_id: str, now_ms: int) -> None:
-        row = self.rows[account_id]
+    def _settle(self, account_id: str, as_of_seq: int) -> None:
+        """The row now shows `as_of_seq`: the account is no longer behind, or is behind from
+        a later first missing entry."""
         tail_seq = self.tail.get(account_id)
-        if row.as_of_seq is not None and tail_seq is not None and row.as_of_seq >= tail_seq:
-            self.behind.pop(account_id, None)
-            self.unapplied.pop(account_id, None)
-            return
         waiting = self.unapplied.get(account_id)
-        if row.as_of_seq is None or not waiting:
+        if tail_seq is not None and as_of_seq >= tail_seq:
+            self.behind.pop(account_id, None)
+            if waiting is not None:  # dropped, not cleared: an idle account keeps no deque
+                del self.unapplied[account_id]
             return
-        for _ in range(len(waiting)):
-            if waiting[0][0] > row.as_of_seq:
+        if not waiting:
+            return
+        for _ in range(len(waiting)):  # bounded: each turn drops one
+            if waiting[0][0] > as_of_seq:
                 break
             waiting.popleft()
-        since_ms = self.behind.get(account_id, (REPAIR_NOW_MS, 0))[0]
-        if waiting and since_ms != REPAIR_NOW_MS:
-            # Late means: the first entry still missing was committed long enough ago. After a
-            # reset the remembered commits no longer say what is missing, so its mark stays.
-            seq, commit_ms = waiting[0]
-            self.behind[account_id] = (commit_ms, seq)
+        if waiting:
+            behind = self.behind
+            if behind.get(account_id, _DUE_NOW)[0] != REPAIR_NOW_MS:
+                # Late means: the first entry still missing was committed long enough ago.
+                # After a reset the remembered commits no longer say what is missing, so its
+                # mark stays.
+                seq, commit_ms = waiting[0]
+                behind[account_id] = (commit_ms, seq)
+
+    def _step(self, state: State | None, event: Event) -> State:
+        return self._change(state, event.kind, event.value)
 
     def _apply(self, state: State | None, entry: dict) -> State:
-        if ("limit_cut_hidden" in self.bugs and state is not None and entry["type"] == "limit"
-                and entry["credit_line"] < state.credit_line):
+        kind = entry["type"]
+        return self._change(state, kind, entry[oracle.VALUE_FIELD[kind]])
+
+    def _change(self, state: State | None, kind: str, value) -> State:
+        if ("limit_cut_hidden" in self.bugs and state is not None and kind == "limit"
+                and value < state.credit_line):
             return state
-        return oracle.apply(state, entry)
+        return step(state, kind, value)
 
     # -- anti-entropy and maintenance --------------------------------------------------------
     def anti_entropy(self, now_ms: int, late_ms: int) -> int:

@@ -3,53 +3,59 @@
 from __future__ import annotations
 
 from ..contract import BadRequest, is_id
-from .core import LimitService
-
-_ACCOUNT_WRITES = {
-    "draws": LimitService.draw,
-    "repayments": LimitService.repay,
-    "limit": LimitService.set_limit,
-    "status": LimitService.set_status,
-}
 
 
-def _open(svc, *, body, query):
+# Every handler takes (service, path id or None, body, query), positionally: `call` runs one per
+# request, and keyword arguments would cost more than some handlers do.
+def _open(svc, _, body, query):
     return svc.open_account(body)
 
 
-def _write(method):
-    return lambda svc, account_id, *, body, query: method(svc, account_id, body)
+def _draw(svc, account_id, body, query):
+    return svc.draw(account_id, body)
 
 
-def _display(svc, account_id, *, body, query):
+def _repay(svc, account_id, body, query):
+    return svc.repay(account_id, body)
+
+
+def _limit(svc, account_id, body, query):
+    return svc.set_limit(account_id, body)
+
+
+def _status(svc, account_id, body, query):
+    return svc.set_status(account_id, body)
+
+
+def _display(svc, account_id, body, query):
     return svc.display(account_id)
 
 
-def _ledger(svc, *, body, query):
+def _ledger(svc, _, body, query):
     return svc.ledger_page(query)
 
 
-def _health(svc, *, body, query):
+def _health(svc, _, body, query):
     return 200, {"status": "ok"}
 
 
-def _chaos(svc, *, body, query):
+def _chaos(svc, _, body, query):
     return svc.chaos_status()
 
 
-def _fault_add(svc, *, body, query):
+def _fault_add(svc, _, body, query):
     return svc.chaos_add(body)
 
 
-def _fault_remove(svc, fault_id=None, *, body, query):
+def _fault_remove(svc, fault_id, body, query):
     return svc.chaos_remove(fault_id)
 
 
-def _sync(svc, *, body, query):
+def _sync(svc, _, body, query):
     return svc.sync()
 
 
-_WRITE_HANDLERS = {name: _write(method) for name, method in _ACCOUNT_WRITES.items()}
+_WRITE_HANDLERS = {"draws": _draw, "repayments": _repay, "limit": _limit, "status": _status}
 _FIXED = {
     ("POST", "/v1/accounts"): _open,
     ("GET", "/v1/ledger"): _ledger,
@@ -66,7 +72,7 @@ CACHE_MAX = 65_536  # routes seen recently; cleared when full, so it stays bound
 
 
 def route(method: str, path: str):
-    """(handler, path args), or (None, ()) for an unknown route. A malformed id in the path is
+    """(handler, path id or None), or (None, None) for an unknown route. A malformed id in the path is
     a 400, as the contract asks for bad ids."""
     key = (method, path)
     found = _CACHE.get(key)
@@ -81,7 +87,7 @@ def route(method: str, path: str):
 def _route(method: str, path: str):
     handler = _FIXED.get((method, path))
     if handler is not None:
-        return handler, ()
+        return handler, None
     parts = path.split("/")
     # ['', 'v1', 'accounts', ID, ACTION] and ['', 'v1', 'chaos', 'faults', ID]
     if len(parts) == 5 and parts[0] == "" and parts[1] == "v1":
@@ -90,10 +96,10 @@ def _route(method: str, path: str):
             handler = (_WRITE_HANDLERS.get(action) if method == "POST"
                        else _display if method == "GET" and action == "display" else None)
             if handler is not None:
-                return handler, (_path_id(parts[3]),)
+                return handler, _path_id(parts[3])
         elif parts[2] == "chaos" and parts[3] == "faults" and method == "DELETE":
-            return _fault_remove, (_path_id(parts[4]),)
-    return None, ()
+            return _fault_remove, _path_id(parts[4])
+    return None, None
 
 
 def _path_id(raw: str) -> str:
