@@ -64,8 +64,8 @@ VALUE_FIELD = {"open": "credit_line", "draw": "amount", "repay": "amount",
 
 
 def step(state: State | None, kind: str, value: int | str) -> State:
-    """`apply` for an entry given as its type and its VALUE_FIELD: what the service's event path
-    carries, so an event in flight holds no dict."""
+    """`apply` for an entry given as its type and its VALUE_FIELD: what the service's events
+    carry instead of the entry, so delivery looks nothing up in a dict."""
     if kind == "open":
         return opened(value)
     assert state is not None, "an entry before the account's open entry"
