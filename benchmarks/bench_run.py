@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.runner import RunConfig, execute  # noqa: E402
+from harness.service import process as serve_process  # noqa: E402
 
 README_COMMAND = ["run", "--seed", "7"]
 
@@ -49,15 +49,10 @@ def readme_command() -> float:
 
 def http(duration_s: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "serve", "--port", "0",
-             "--ledger", f"sqlite:///{tmp}/ledger.sqlite"],
-            stdout=subprocess.PIPE, text=True)
+        server = serve_process.spawn(Path(tmp), "--ledger", f"sqlite:///{tmp}/ledger.sqlite")
         try:
-            line = server.stdout.readline()
-            url = re.search(r"http://\S+", line).group(0)
             done = subprocess.run(
-                [sys.executable, "-m", "harness.cli", "run", "--target", url, "--duration",
+                [sys.executable, "-m", "harness.cli", "run", "--target", server.url, "--duration",
                  str(duration_s), "--quiet", "--report-dir", f"{tmp}/report"],
                 capture_output=True, text=True)
             report = Path(tmp) / "report" / "report.json"
@@ -66,8 +61,7 @@ def http(duration_s: int) -> float:
             # For HTTP the safety phase's rate: the convergence phase mostly waits on purpose.
             return json.loads(report.read_text())["stats"]["safety_ops_per_s"]
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
 
 
 def main() -> None:

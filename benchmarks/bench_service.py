@@ -19,9 +19,7 @@ import concurrent.futures
 import gc
 import os
 import re
-import select
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +32,7 @@ import orjson
 import urllib3
 
 from harness.clock import SimClock
+from harness.service import process as serve_process
 from harness.service.core import LimitService, ServiceConfig
 from harness.service.storage import ENTRY_COLUMNS, SQLiteLedger, open_ledger
 
@@ -46,8 +45,6 @@ TARGET_HTTP_READS_PER_S = 5_000
 TARGET_CORE_WRITES_PER_S = 100_000
 CORE_WRITES = 200_000
 CORE_WRITES_PER_SIM_MS = 100  # simulated load: 100,000 writes per simulated second
-START_WAIT_S = 15.0
-STOP_WAIT_S = 10.0
 WARMUP_S = 1.0
 PY_CLIENT_PROCESSES = 2
 
@@ -90,46 +87,6 @@ end
 """
 WRK_LINE = re.compile(r"BENCH ok=(\d+) other=(\d+) errors=(\d+) duration_us=(\d+) "
                       r"p50_us=(\d+) p99_us=(\d+)")
-
-
-# -- the server ------------------------------------------------------------------------------
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.stderr_path = workdir / "serve.stderr"
-        ledger = f"sqlite:///{workdir / 'bench.sqlite'}"
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.cli", "serve", "--port", "0", "--ledger", ledger],
-                stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
-        self.banner = _first_line(self.proc, START_WAIT_S)
-        match = re.search(r"serving on (http://\S+)", self.banner)
-        if not match:
-            self.stop()
-            raise RuntimeError(f"unexpected banner {self.banner!r}")
-        self.url = match.group(1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_WAIT_S)
-        return self.proc.returncode
-
-
-def _first_line(proc: subprocess.Popen, wait_s: float) -> str:
-    deadline_s, data, fd = time.monotonic() + wait_s, b"", proc.stdout.fileno()
-    while b"\n" not in data:
-        left_s = deadline_s - time.monotonic()
-        if left_s <= 0 or not select.select([fd], [], [], left_s)[0]:
-            raise TimeoutError(f"serve printed nothing within {wait_s} s")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise RuntimeError(f"serve exited with {proc.wait(STOP_WAIT_S)}")
-        data += chunk
-    return data.split(b"\n", 1)[0].decode()
 
 
 def setup_accounts(url: str, accounts: int) -> None:
@@ -346,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def http_rows(workdir: Path, load, seconds: float) -> list[tuple]:
-    server = Server(workdir)
+    server = serve_process.spawn(workdir, "--ledger", f"sqlite:///{workdir / 'bench.sqlite'}")
     try:
         print(server.banner, flush=True)
         setup_accounts(server.url, ACCOUNTS)
@@ -358,7 +315,7 @@ def http_rows(workdir: Path, load, seconds: float) -> list[tuple]:
     finally:
         code = server.stop()
     if code != 0:
-        print(f"warning: serve exited with {code}: {server.stderr_path.read_text()}")
+        print(f"warning: serve exited with {code}: {server.stderr()}")
     return [
         ("HTTP writes/s (201s, SQLite file)", writes.per_s, TARGET_HTTP_WRITES_PER_S,
          f"p50 {writes.p50_ms:.2f} ms, p99 {writes.p99_ms:.2f} ms, non-201 {writes.other}, "

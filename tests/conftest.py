@@ -6,12 +6,7 @@ no fault behind); `start_service` starts private ones, e.g. with `--bug` flags o
 
 from __future__ import annotations
 
-import os
-import re
-import select
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +14,9 @@ import orjson
 import pytest
 import urllib3
 
+from harness.service.process import ServeProcess, spawn
+
 START_WAIT_S = 10.0
-STOP_WAIT_S = 10.0
-URL_LINE = re.compile(r"^limit-harness serving on (http://\S+) \(ledger .*, bugs: .*\)$")
 
 
 class Api:
@@ -51,69 +46,23 @@ class Api:
         return self.request("DELETE", path)[:2]
 
 
-class Served:
-    """One `limit-harness serve` subprocess."""
+class Served(ServeProcess):
+    """One `limit-harness serve` subprocess, with a client on it."""
 
-    def __init__(self, proc: subprocess.Popen, banner: str, url: str, stderr_path: Path) -> None:
-        self.proc, self.banner, self.url, self.stderr_path = proc, banner, url, stderr_path
-        self.api = Api(url)
-        self.exit_code: int | None = None  # set by `stop`
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the server, wait for it, and return its exit code (killing it if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_WAIT_S)
-        self.proc.stdout.close()
-        self.exit_code = self.proc.returncode
-        return self.exit_code
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-
-def serve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "serve", *args]
+    def __init__(self, started: ServeProcess) -> None:
+        super().__init__(started.proc, started.banner, started.url, started.stderr_path)
+        self.api = Api(self.url)
 
 
 def launch(workdir: Path, *args: str) -> Served:
     """Start `serve --port 0 ARGS` and return once its URL answers /v1/health."""
-    stderr_path = workdir / f"serve-{time.monotonic_ns()}.stderr"
-    with open(stderr_path, "wb") as stderr:  # a file, not a pipe: nothing can block on it
-        proc = subprocess.Popen(serve_command("--port", "0", *args), cwd=workdir,
-                                stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
+    served = Served(spawn(workdir, *args, wait_s=START_WAIT_S))
     try:
-        line = _first_line(proc, START_WAIT_S)
-        match = URL_LINE.match(line)
-        assert match, f"unexpected first line from serve: {line!r}"
-        served = Served(proc, line, match.group(1), stderr_path)
         _wait_healthy(served.api, START_WAIT_S)
         return served
     except BaseException:
-        proc.kill()
-        proc.wait(STOP_WAIT_S)
+        served.stop(signal.SIGKILL)
         raise
-
-
-def _first_line(proc: subprocess.Popen, wait_s: float) -> str:
-    deadline_s = time.monotonic() + wait_s
-    data = b""
-    fd = proc.stdout.fileno()
-    while b"\n" not in data:
-        left_s = deadline_s - time.monotonic()
-        if left_s <= 0:
-            raise TimeoutError(f"serve printed no line within {wait_s} s (got {data!r})")
-        ready, _, _ = select.select([fd], [], [], left_s)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise RuntimeError(f"serve exited with {proc.wait(STOP_WAIT_S)} before its URL")
-            data += chunk
-    return data.split(b"\n", 1)[0].decode()
 
 
 def _wait_healthy(api: Api, wait_s: float) -> None:

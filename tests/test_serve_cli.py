@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from harness.service import process
 from harness.service.bugs import CATALOGUE
 
 pytestmark = pytest.mark.http
@@ -126,3 +127,15 @@ def test_a_host_that_is_not_ours_exits_2_with_one_line(tmp_path):
 def test_an_unusable_ledger_exits_2_with_one_line(tmp_path, ledger):
     done = run_serve("--port", "0", "--ledger", ledger, cwd=tmp_path)
     assert_one_line_failure(done, "ledger")
+
+
+def test_spawn_reports_a_serve_that_exits_before_printing_its_url(tmp_path):
+    with pytest.raises(RuntimeError, match="serve exited with 2 before its URL"):
+        process.spawn(tmp_path, "--ledger", "nowhere://")
+
+
+def test_spawn_gives_up_on_a_silent_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(process, "command", lambda *args: [sys.executable, "-c",
+                                                           "import time; time.sleep(30)"])
+    with pytest.raises(TimeoutError, match="printed no line within 0.5 s"):
+        process.spawn(tmp_path, wait_s=0.5)
