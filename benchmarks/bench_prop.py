@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--bug", action="append", default=[])
     args = parser.parse_args(argv)
-    bugs = args.bug or [name for name, (_, _, solo) in CATALOGUE.items() if solo]
+    bugs = args.bug or [name for name, bug in CATALOGUE.items() if bug.sequential]
     rows = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmp:
@@ -69,7 +69,7 @@ def _run(bug: str, args, report_dir: Path) -> dict:
     if done.returncode not in (0, 1):
         raise SystemExit(f"prop --bug {bug} exited {done.returncode}: {done.stderr.strip()}")
     row = {"bug": bug, "found": done.returncode == 1, "examples": None, "find_s": None,
-           "total_s": total_s, "steps": None, "expected_kind": CATALOGUE[bug][1], "kinds": []}
+           "total_s": total_s, "steps": None, "expected_kind": CATALOGUE[bug].finding_kind, "kinds": []}
     if row["found"]:
         report = json.loads((report_dir / "findings.json").read_text(encoding="utf-8"))
         row.update(examples=report["examples"], find_s=report["time_to_find_s"],

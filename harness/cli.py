@@ -1,17 +1,16 @@
-"""`limit-harness`: the command line. Parses options, hands off to one module per command, and
-turns every failure into one line and a defined exit code (0 pass, 1 gate failed, 2 could not
-judge)."""
+"""`limit-harness`: the command line. Turns arguments into one config object per command, hands
+it to the module that does the work, prints the one-screen summary and maps the result to an
+exit code (0 pass, 1 gate failed, 2 could not judge). No other module imports this one."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 from pathlib import Path
 
-from .errors import HarnessError
-
-EXIT_PASS, EXIT_FAIL, EXIT_UNJUDGED = 0, 1, 2
+from .errors import EXIT_INTERRUPTED, EXIT_UNJUDGED, HarnessError, UsageError, exit_code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +24,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
         return value
@@ -41,6 +42,8 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
     return value
 
+
+# -- the parser -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="limit-harness", description=__doc__.split("\n")[0])
@@ -66,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="re-run the run a report.json came from")
     replay.add_argument("report", type=Path)
     replay.add_argument("--report-dir", type=Path, default=None)
+
+    check = sub.add_parser("check", help="judge a stored run again: every checker over its "
+                                         "history.jsonl and ledger.jsonl")
+    check.add_argument("history", type=Path, help="history.jsonl of a run")
+    check.add_argument("ledger", type=Path, help="ledger.jsonl of the same run")
+    check.add_argument("--sla-ms", type=_positive(int), default=None,
+                       help="default: the service level the run recorded")
+    check.add_argument("--policy", type=Path, default=None)
+    check.add_argument("--report-dir", type=Path, default=None)
 
     gate = sub.add_parser("gate", help="re-judge a stored report against a gate policy")
     gate.add_argument("report", type=Path)
@@ -96,57 +108,98 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                        help="client operations in the safety phase (simulated runs)")
     bound.add_argument("--duration", type=_positive(float), default=None, metavar="S",
                        help="seconds of safety phase (HTTP runs)")
-    run.add_argument("--faults", default="all", help="none, all, or KIND,KIND (or a profile "
-                                                     "name or file from fixtures/)")
-    run.add_argument("--personas", default=None, help="a personas file (TOML) or name in fixtures/")
+    run.add_argument("--faults", default="all", help="none, all, or KIND,KIND (or a shipped "
+                                                     "profile's name, or a profile file)")
+    run.add_argument("--personas", default=None, help="a personas file (TOML) or a shipped "
+                                                      "personas name")
     run.add_argument("--locale", default=None, help="faker locale for users (default zh_CN)")
     run.add_argument("--sla-ms", type=_positive(int), default=1000)
-    run.add_argument("--report-dir", type=Path, default=None)
+    run.add_argument("--report-dir", type=Path, default=None,
+                     help="default: ./reports/<run id>/")
     run.add_argument("--policy", type=Path, default=None)
     run.add_argument("--bug", action="append", default=[], metavar="NAME",
                      help="embedded target only: switch on a seeded bug of the reference service")
-    run.add_argument("--ledger", default="sqlite://",
+    run.add_argument("--ledger", default=None,
                      help="embedded target only: the reference service's ledger store "
-                          "(sqlite:// in memory, memory://, sqlite:///PATH)")
+                          "(sqlite:// in memory, the default; memory://; sqlite:///PATH)")
     run.add_argument("--workers", type=_positive(int), default=8,
                      help="concurrent clients (HTTP runs)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except HarnessError as exc:
-        print(f"limit-harness: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("limit-harness: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a harness bug must still not end in a traceback for the user
-        if os.environ.get("LIMIT_HARNESS_DEBUG"):
-            raise
-        print(f"limit-harness: internal error: {type(exc).__name__}: {exc} "
-              f"(rerun with LIMIT_HARNESS_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_UNJUDGED
+# -- configs from arguments -----------------------------------------------------------------
+
+def _run_config(args):
+    from . import runner
+
+    simulated = args.target is None
+    if simulated and args.duration is not None:
+        raise UsageError("--duration bounds an HTTP run; a simulated run is bounded by --ops")
+    if not simulated and args.ops is not None:
+        raise UsageError("--ops bounds a simulated run; bound an HTTP run with --duration S")
+    if not simulated and args.ledger is not None:
+        raise UsageError("--ledger chooses the embedded service's store; an HTTP target has its own")
+    return runner.RunConfig(
+        target=args.target,
+        seed=args.seed if args.seed is not None else random.SystemRandom().randrange(10**6),
+        accounts=args.accounts or runner.DEFAULT_ACCOUNTS,
+        ops=(args.ops or runner.DEFAULT_OPS) if simulated else None,
+        duration_s=None if simulated else (args.duration or runner.DEFAULT_DURATION_S),
+        faults=args.faults, personas=args.personas, locale=args.locale, sla_ms=args.sla_ms,
+        report_dir=args.report_dir, policy=args.policy, bugs=tuple(args.bug),
+        ledger=args.ledger or runner.DEFAULT_LEDGER, workers=args.workers, quiet=args.quiet)
 
 
-def _dispatch(args) -> int:
-    if args.command == "serve":
-        from .service import server
-        return server.main(args)
-    if args.command == "run":
-        from . import runner
-        return runner.main(args)
-    if args.command == "replay":
-        from . import runner
-        return runner.replay_main(args)
-    if args.command == "gate":
-        return _gate(args)
-    if args.command == "prop":
-        from . import prop
-        return prop.main(args)
-    raise AssertionError(args.command)
+def _prop_config(args):
+    from .prop import PropConfig
+
+    return PropConfig(target=args.target, examples=args.examples, steps=args.steps,
+                      seed=args.seed, sla_ms=args.sla_ms, report_dir=args.report_dir,
+                      bugs=tuple(args.bug))
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def _serve(args) -> int:
+    from .service import server
+    return server.main(args)
+
+
+def _run(args) -> int:
+    from . import console, runner
+
+    result = runner.execute(_run_config(args))
+    report_dir = runner.save(result)
+    print(console.run_summary(result.report, report_dir))
+    return exit_code(result.passed)
+
+
+def _replay(args) -> int:
+    from . import console, runner
+    from .reports import load_report
+
+    stored = load_report(args.report)
+    raw = stored.get("config")
+    if not isinstance(raw, dict):
+        raise UsageError(f"{args.report} has no run config to replay")
+    config = runner.RunConfig.from_dict(raw, str(args.report))
+    result = runner.execute(config)
+    report_dir = runner.save(result, args.report_dir)
+    print(console.run_summary(result.report, report_dir))
+    if config.simulated:
+        print(console.replay_verdict(
+            result.report["history_sha256"] == stored.get("history_sha256")))
+    return exit_code(result.passed)
+
+
+def _check(args) -> int:
+    from . import console
+    from .recheck import RecheckConfig, recheck
+
+    result = recheck(RecheckConfig(history=args.history, ledger=args.ledger, sla_ms=args.sla_ms,
+                                   policy=args.policy, report_dir=args.report_dir))
+    print(console.run_summary(result.report, result.report_dir))
+    return exit_code(result.passed)
 
 
 def _gate(args) -> int:
@@ -154,12 +207,46 @@ def _gate(args) -> int:
     from .reports import load_report
 
     report = load_report(args.report)
-    policy = gate.load_policy(args.policy)
-    result = gate.judge(report, policy)
+    result = gate.judge(report, gate.load_policy(args.policy))
     for reason in result.reasons:
         print(f"  - {reason}")
     print(f"gate: {'PASS' if result.passed else 'FAIL'} ({args.report})")
-    return EXIT_PASS if result.passed else EXIT_FAIL
+    return exit_code(result.passed)
+
+
+def _prop(args) -> int:
+    from . import console, prop
+    from .progress import Progress
+
+    result = prop.search(_prop_config(args), Progress("examples"))
+    report_dir = prop.save(result) if result.failed else None
+    print(console.prop_summary(result, report_dir))
+    return exit_code(not result.failed)
+
+
+COMMANDS = {"serve": _serve, "run": _run, "replay": _replay, "check": _check, "gate": _gate,
+            "prop": _prop}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"limit-harness: error: {exc}", file=sys.stderr)
+        return EXIT_UNJUDGED
+    except KeyboardInterrupt:
+        print("limit-harness: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `limit-harness run | head`: the reader left before the summary
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_UNJUDGED
+    except Exception as exc:  # a harness bug must still not end in a traceback for the user
+        if os.environ.get("LIMIT_HARNESS_DEBUG"):
+            raise
+        print(f"limit-harness: internal error: {type(exc).__name__}: {exc} "
+              f"(rerun with LIMIT_HARNESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_UNJUDGED
 
 
 if __name__ == "__main__":

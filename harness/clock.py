@@ -10,9 +10,24 @@ import time
 SIM_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
+def rfc3339(stamp: dt.datetime, timespec: str = "milliseconds") -> str:
+    """A UTC moment as the contract writes it: `2026-01-01T00:00:00.000Z`."""
+    assert stamp.utcoffset() == dt.timedelta(0), "RFC 3339 times here are UTC"
+    return stamp.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> dt.datetime | None:
+    """The moment an RFC 3339 timestamp names, or None when it is not one (no zone: not one)."""
+    try:
+        stamp = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else None
+
+
 def iso(base: dt.datetime, ms: int) -> str:
-    stamp = base + dt.timedelta(milliseconds=ms)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`ms` milliseconds after `base`, in RFC 3339."""
+    return rfc3339(base + dt.timedelta(milliseconds=ms))
 
 
 class SimClock:

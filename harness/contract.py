@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-CONTRACT_VERSION = 1
-
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Contract leaves money unbounded; SQLite and most ledgers store int64, so we cap every amount and
 # line at 10^15 fen (10 trillion yuan) and answer 400 above it (README: "choices").
@@ -22,8 +20,20 @@ LEDGER_PAGE_MAX = 10_000
 
 PRODUCTS = ("huabei", "jiebei")
 STATUSES = ("active", "frozen", "overdue", "closed")
+# A write's kind is the type of the ledger entry it makes.
 WRITE_KINDS = ("open", "draw", "repay", "limit", "status")
 ENTRY_TYPES = WRITE_KINDS
+# The fields an entry carries beyond the common ones, by type; the write's request fixes each.
+ENTRY_FIELDS_BY_TYPE = {
+    "open": ("product", "credit_line"),
+    "draw": ("amount",),
+    "repay": ("amount",),
+    "limit": ("credit_line", "reason"),
+    "status": ("status", "reason"),
+}
+ENTRY_COMMON_FIELDS = ("seq", "entry_id", "request_id", "account_id", "type", "at")
+# Every column a stored entry may have: the common ones, then each type's own (once each).
+ENTRY_COLUMNS = ENTRY_COMMON_FIELDS + ("product", "credit_line", "amount", "status", "reason")
 
 FAULT_KINDS = (
     "delay_sync",
@@ -41,6 +51,16 @@ RESET_MODES = ("clear", "snapshot")
 
 CURE_SUFFIX = ":cure"
 CURE_REASON = "cured"
+
+
+def cure_request_id(request_id: str) -> str:
+    """The request_id of the cure entry a repay with this request_id makes."""
+    return request_id + CURE_SUFFIX
+
+
+def cured_request_id(request_id: str) -> str | None:
+    """The repay's request_id when this is a cure entry's request_id, else None."""
+    return request_id[: -len(CURE_SUFFIX)] if request_id.endswith(CURE_SUFFIX) else None
 
 # Error codes by name, with the status code the contract gives each.
 ERRORS = {

@@ -9,8 +9,11 @@ converging is as wrong as one that never converged.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from . import checkers
-from .checkers import CheckConfig, Verdict
+from .analysis import CheckConfig
+from .checkers import Verdict
 from .client import Recorder
 from .history import History
 
@@ -38,10 +41,9 @@ def injected_delay_ms(history: History) -> int:
 
 
 def converge(recorder: Recorder, sla_ms: int, *, poll: bool = False) -> None:
-    """The convergence phase. With `poll`, displays are also read while waiting, so the report
-    shows how convergence went, not only whether it came."""
+    """The convergence phase (after the caller marked it). With `poll`, displays are also read
+    while waiting, so the report shows how convergence went, not only whether it came."""
     history, target = recorder.history, recorder.target
-    recorder.phase("convergence")
     if any(op.f == "fault_add" for op in history.ops):
         recorder.remove_fault(HARNESS, None)
     deadline_ms = target.now_ms() + sla_ms + injected_delay_ms(history) + MARGIN_MS
@@ -72,9 +74,21 @@ def fetch_ledger(recorder: Recorder) -> list[dict]:
     return [e for e in ledger if isinstance(e, dict) and e.get("account_id") in mine]
 
 
-def reconcile(recorder: Recorder, sla_ms: int, *, poll: bool = False) -> tuple[list[dict], Verdict]:
-    """Convergence phase, then the ledger and every checker over the recorder's history."""
+def converge_and_check(recorder: Recorder, sla_ms: int, *, poll: bool = False,
+                       on_phase: Callable[[str], None] | None = None,
+                       with_stats: bool = True) -> tuple[list[dict], Verdict]:
+    """The end of every run: the convergence phase, then the ledger and every checker over the
+    recorder's history. `on_phase(name)` is told as each phase begins."""
+    _begin(recorder, "convergence", on_phase)
     converge(recorder, sla_ms, poll=poll)
-    recorder.phase("check")
+    _begin(recorder, "check", on_phase)
     ledger = fetch_ledger(recorder)
-    return ledger, checkers.check(recorder.history, ledger, CheckConfig(sla_ms=sla_ms))
+    verdict = checkers.check(recorder.history, ledger, CheckConfig(sla_ms=sla_ms),
+                             with_stats=with_stats)
+    return ledger, verdict
+
+
+def _begin(recorder: Recorder, phase: str, on_phase: Callable[[str], None] | None) -> None:
+    recorder.phase(phase)
+    if on_phase is not None:
+        on_phase(phase)

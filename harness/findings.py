@@ -1,15 +1,18 @@
-"""Findings: what a checker reports, with enough context to read it as a bug report."""
+"""Findings: what a checker reports, with enough context to read it as a bug report; and the
+words that present them to a person (a test failure, a summary line)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 from deepdiff import DeepDiff
 
-from .history import History, Op
+from .clock import iso, parse_rfc3339
+from .history import FAULT_FS, History, Op
 
 KINDS = (
     "lost_write",
@@ -22,9 +25,16 @@ KINDS = (
     "stale_display",
     "display_divergence",
     "contract_violation",
+    # Not a property of the target: a checker crashed, so what it checks is unknown. It always
+    # fails the gate, since a check that did not run cannot vouch for anything.
+    "checker_error",
 )
 SEVERITIES = ("critical", "major", "minor")
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+# The severities that fail a test (minor staleness is reported only).
+FAILING_SEVERITIES = ("critical", "major")
 SLICE_OPS_MAX = 16
+DIFF_LINES_MAX = 12
 
 
 @dataclass
@@ -50,9 +60,11 @@ class Finding:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, raw: dict) -> "Finding":
-        return cls(**raw)
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Worst first, then earliest: the first one is the one to read first."""
+    return sorted(findings, key=lambda f: (SEVERITY_RANK[f.severity],
+                                           f.first_seen_ms is None, f.first_seen_ms or 0))
 
 
 def diff(expected: Any, actual: Any) -> dict | None:
@@ -68,11 +80,10 @@ def diff(expected: Any, actual: Any) -> dict | None:
 def at(history: History, t_ms: int | None) -> str | None:
     """Run-relative milliseconds as an RFC 3339 timestamp on the run's own clock."""
     started = history.meta.get("started_at")
-    if t_ms is None or not started:
+    base = parse_rfc3339(started) if isinstance(started, str) else None
+    if t_ms is None or base is None:
         return None
-    base = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
-    stamp = base + dt.timedelta(milliseconds=t_ms)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(base.astimezone(dt.timezone.utc), t_ms)
 
 
 def history_slice(history: History, account_id: str | None, until_ms: int | None) -> list[dict]:
@@ -82,7 +93,7 @@ def history_slice(history: History, account_id: str | None, until_ms: int | None
         return []
     ops: list[Op] = [
         op for op in history.ops
-        if (op.account_id == account_id or op.f in ("fault_add", "fault_remove"))
+        if (op.account_id == account_id or op.f in FAULT_FS)
         and (until_ms is None or op.invoke_ms <= until_ms)
     ]
     return [op.to_dict() for op in ops[-SLICE_OPS_MAX:]]
@@ -91,6 +102,7 @@ def history_slice(history: History, account_id: str | None, until_ms: int | None
 def make(history: History, *, kind: str, severity: str, account_id: str | None,
          first_seen_ms: int | None, expected: Any, actual: Any, explanation: str,
          checker: str, faults_active: list[str] | None = None) -> Finding:
+    assert account_id is None or type(account_id) is str, account_id
     return Finding(
         kind=kind,
         severity=severity,
@@ -124,3 +136,81 @@ def entry_words(entry: dict) -> str:
     if kind in ("open", "limit"):
         return f"{kind} {fen(entry['credit_line'])}"
     return f"status {entry['status']!r}"
+
+
+# -- presenting findings to a person ------------------------------------------------------------
+
+class FindingsError(AssertionError):
+    """A critical or major finding: the message is the readable diff, `findings` the objects."""
+
+    def __init__(self, message: str, findings: list[Finding], verdict: Any = None):
+        super().__init__(message)
+        self.findings = findings
+        self.verdict = verdict
+
+
+def failing(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings that fail a test: critical and major (minor staleness is reported only)."""
+    return [f for f in findings if f.severity in FAILING_SEVERITIES]
+
+
+def raise_for_findings(findings: Iterable[Finding], context: str = "", verdict: Any = None) -> None:
+    """Raise `FindingsError` with a readable diff when any finding is critical or major."""
+    bad = failing(findings)
+    if bad:
+        raise FindingsError(describe_findings(bad, context), bad, verdict)
+
+
+def severity_counts(severities: Iterable[str]) -> str:
+    """'2 critical, 1 major' (worst first), or 'none'."""
+    counts: dict[str, int] = {}
+    for severity in severities:
+        counts[severity] = counts.get(severity, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: SEVERITY_RANK.get(item[0], len(SEVERITIES)))
+    return ", ".join(f"{n} {severity}" for severity, n in ranked) or "none"
+
+
+def describe_findings(findings: list[Finding], context: str = "") -> str:
+    """Each finding as: severity, kind, account, checker; the explanation; the deepdiff of
+    expected against actual, one change a line."""
+    counts = severity_counts(f.severity for f in findings)
+    head = f"{len(findings)} finding{'s' if len(findings) != 1 else ''} ({counts})"
+    lines = [head + (f" {context}" if context else "") + ":"]
+    for finding in findings:
+        account = f"account {finding.account_id!r}" if finding.account_id else "no account"
+        lines.append("")
+        lines.append(f"[{finding.severity}] {finding.kind} on {account} "
+                     f"(checker: {finding.checker})")
+        lines.extend(textwrap.wrap(finding.explanation, 96, initial_indent="  ",
+                                   subsequent_indent="  "))
+        if finding.faults_active:
+            lines.append(f"  faults on: {', '.join(finding.faults_active)}")
+        lines.extend(_diff_lines(finding))
+    return "\n".join(lines)
+
+
+def _diff_lines(finding: Finding) -> list[str]:
+    diff = finding.diff
+    if not diff:
+        if finding.expected is None and finding.actual is None:
+            return []
+        return [f"  expected: {_short(finding.expected)}", f"  actual:   {_short(finding.actual)}"]
+    out = ["  diff (expected -> actual):"]
+    for change, items in diff.items():
+        if isinstance(items, dict):
+            for path, value in items.items():
+                if isinstance(value, dict) and "old_value" in value and "new_value" in value:
+                    out.append(f"    {path}: {_short(value['old_value'])} -> "
+                               f"{_short(value['new_value'])}")
+                else:
+                    out.append(f"    {change.replace('_', ' ')} {path}: {_short(value)}")
+        else:
+            out.append(f"    {change.replace('_', ' ')}: {_short(items)}")
+    if len(out) > DIFF_LINES_MAX + 1:
+        out = out[:DIFF_LINES_MAX + 1] + [f"    ... and {len(out) - DIFF_LINES_MAX - 1} more"]
+    return out
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -32,6 +32,7 @@ from .errors import UsageError
 from .findings import KINDS, SEVERITIES
 
 DEFAULT_NAME = "default"
+UNJUDGED_KIND = "checker_error"
 
 
 @dataclass
@@ -121,6 +122,8 @@ def _problem(key: str, value: Any) -> str | None:
     if key == "fail_on_severity":
         return _names_problem(value, SEVERITIES, "severities")
     if key == "allow_kinds":
+        if isinstance(value, list) and UNJUDGED_KIND in value:
+            return f"cannot allow {UNJUDGED_KIND!r}: a checker that crashed vouches for nothing"
         return _names_problem(value, KINDS, "finding kinds")
     if key == "max_findings":
         return _budgets_problem(value)
@@ -175,8 +178,11 @@ def judge(report: dict, policy: Policy) -> GateResult:
 
 
 def _finding_reasons(findings: list[dict], policy: Policy) -> list[str]:
-    counted = [f for f in findings if f.get("kind") not in policy.allow_kinds]
-    reasons = []
+    # A checker that crashed vouches for nothing, whatever the policy tolerates.
+    crashed = sorted({str(f.get("checker")) for f in findings if f.get("kind") == UNJUDGED_KIND})
+    reasons = [f"checker {name} crashed: what it checks is unknown" for name in crashed]
+    counted = [f for f in findings
+               if f.get("kind") not in policy.allow_kinds and f.get("kind") != UNJUDGED_KIND]
     for severity in SEVERITIES:
         mine = [f for f in counted if f.get("severity") == severity]
         budget = policy.budget(severity)

@@ -10,15 +10,20 @@ definite 4xx; for a display read, a definite 503) or `info` (outcome unknown: ti
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 
-from .contract import FAULT_KINDS
+from .clock import SIM_EPOCH, rfc3339
+from .contract import FAULT_KINDS, WRITE_KINDS
 
-WRITE_FS = ("open", "draw", "repay", "limit", "status")
+# An op's `f` names the operation (Jepsen's word): a write (named by its kind), a read, a
+# fault move or a phase marker.
+WRITE_FS = WRITE_KINDS
 READ_FS = ("display", "ledger")
 FAULT_FS = ("fault_add", "fault_remove")
 FS = WRITE_FS + READ_FS + FAULT_FS + ("phase",)
@@ -70,7 +75,7 @@ class FaultWindow:
     def active_at(self, t_ms: int) -> bool:
         return self.start_ms <= t_ms and (self.end_ms is None or t_ms <= self.end_ms)
 
-    def overlaps(self, lo_ms: int, hi_ms: int) -> bool:
+    def overlaps(self, lo_ms: int, hi_ms: float) -> bool:
         return self.start_ms <= hi_ms and (self.end_ms is None or self.end_ms >= lo_ms)
 
     def describe(self) -> str:
@@ -115,18 +120,8 @@ class History:
     def __len__(self) -> int:
         return len(self.ops)
 
-    def writes(self) -> Iterator[Op]:
-        return (op for op in self.ops if op.f in WRITE_FS)
-
     def for_account(self, account_id: str) -> list[Op]:
         return [op for op in self.ops if op.account_id == account_id]
-
-    def by_account(self) -> dict[str, list[Op]]:
-        out: dict[str, list[Op]] = {}
-        for op in self.ops:
-            if op.account_id is not None:
-                out.setdefault(op.account_id, []).append(op)
-        return out
 
     def phase_start_ms(self, name: str) -> int | None:
         for op in self.ops:
@@ -165,7 +160,9 @@ class History:
                         window.end_ms = op.complete_ms
         for u in unanswered:
             windows[f"unanswered@{u.index}"] = _unanswered(u, None)
-        return sorted(windows.values(), key=lambda w: (w.start_ms, w.fault_id))
+        out = sorted(windows.values(), key=lambda w: (w.start_ms, w.fault_id))
+        assert all(w.end_ms is None or w.end_ms >= w.start_ms for w in out)
+        return out
 
     # -- storage ---------------------------------------------------------------------------
     def dumps(self) -> bytes:
@@ -185,13 +182,21 @@ class History:
         head = orjson.loads(lines[0])
         if not isinstance(head, dict) or head.get("history") != FORMAT_VERSION:
             raise ValueError(f"not a history file of format {FORMAT_VERSION}")
-        ops = [_op_from_dict(orjson.loads(line), n) for n, line in enumerate(lines[1:], 2)]
-        return cls(meta=head.get("meta", {}), ops=ops)
+        meta = head.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ValueError("line 1: meta is not an object")
+        ops = []
+        for n, line in enumerate(lines[1:], 2):
+            try:
+                raw = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"line {n} is not JSON ({exc})") from None
+            op = _op_from_dict(raw, n)
+            if op.index != len(ops):
+                raise ValueError(f"line {n}: index {op.index} out of order (expected {len(ops)})")
+            ops.append(op)
+        return cls(meta=meta, ops=ops)
 
-    @classmethod
-    def load(cls, path) -> "History":
-        with open(path, "rb") as fh:
-            return cls.loads(fh.read())
 
 
 def _unanswered_injection(op: Op) -> bool:
@@ -208,15 +213,122 @@ def _unanswered(op: Op, removed_ms: int | None) -> FaultWindow:
     return FaultWindow(f"unanswered@{op.index}", kind, params, op.invoke_ms, end_ms)
 
 
+def new_history(target_name: str, simulated: bool, sla_ms: int, *, seed: int | None = None,
+                **meta) -> History:
+    """An empty history with what every run records first: its seed, the target, the mode, when
+    it started (the simulated epoch, so a simulated run replays bit for bit) and the service
+    level. (The keys' order is part of the replay digest.)"""
+    assert sla_ms > 0, sla_ms
+    started = SIM_EPOCH if simulated else dt.datetime.now(dt.timezone.utc)
+    head = {} if seed is None else {"seed": seed}
+    return History(meta={**head, "target": target_name,
+                         "mode": "simulated" if simulated else "http",
+                         "started_at": rfc3339(started), "sla_ms": sla_ms, **meta})
+
+
+# -- fault windows, indexed ------------------------------------------------------------------
+
+def delay_of(window: FaultWindow) -> int:
+    """The delay a window adds to the event path (0 for any fault but a delay_sync)."""
+    value = window.params.get("delay_ms") if window.kind == "delay_sync" else 0
+    return value if type(value) is int and value > 0 else 0
+
+
+class FaultIndex:
+    """Which faults were on at a given moment, answered by bisection: the active set only
+    changes at a window's start or end."""
+
+    def __init__(self, windows: list[FaultWindow]) -> None:
+        self.windows = list(windows)
+        points = sorted({w.start_ms for w in windows}
+                        | {w.end_ms for w in windows if w.end_ms is not None})
+        self._points = points
+        # A sweep over the sorted points: each window is on from its start to its end, so the
+        # sets change by the windows starting or ending there (linear, not points x windows).
+        self._at_point: list[tuple[FaultWindow, ...]] = []
+        self._after_point: list[tuple[FaultWindow, ...]] = []
+        starts = sorted(self.windows, key=lambda w: w.start_ms)
+        on: list[FaultWindow] = []
+        n = 0
+        for p in points:
+            while n < len(starts) and starts[n].start_ms <= p:
+                on.append(starts[n])
+                n += 1
+            on = [w for w in on if w.end_ms is None or w.end_ms >= p]
+            self._at_point.append(tuple(on))
+            # Between two points a window is on iff it started by the left one and ends after it.
+            self._after_point.append(tuple(w for w in on if w.end_ms is None or w.end_ms > p))
+        self.max_delay_ms = max((delay_of(w) for w in windows), default=0)
+        self._kinds_at = [tuple(kinds_of(on)) for on in self._at_point]
+        self._kinds_after = [tuple(kinds_of(on)) for on in self._after_point]
+        self._by_start = starts
+        self._starts_ms = [w.start_ms for w in starts]
+
+    def active_at(self, t_ms: int) -> tuple[FaultWindow, ...]:
+        n = bisect.bisect_right(self._points, t_ms) - 1
+        if n < 0:
+            return ()
+        return self._at_point[n] if self._points[n] == t_ms else self._after_point[n]
+
+    def kinds_at(self, t_ms: int) -> tuple[str, ...]:
+        """`kinds_of(active_at(t_ms))`, computed once per stretch of time."""
+        n = bisect.bisect_right(self._points, t_ms) - 1
+        if n < 0:
+            return ()
+        return self._kinds_at[n] if self._points[n] == t_ms else self._kinds_after[n]
+
+    def starting_after(self, t_ms: int) -> list[FaultWindow]:
+        """The windows that start after `t_ms`, in order of start."""
+        return self._by_start[bisect.bisect_right(self._starts_ms, t_ms):]
+
+    def overlapping(self, lo_ms: int, hi_ms: float) -> list[FaultWindow]:
+        """The windows on at some moment from `lo_ms` to `hi_ms`, in order of start: those on
+        at `lo_ms`, then those starting by `hi_ms`."""
+        assert lo_ms <= hi_ms
+        first = bisect.bisect_right(self._starts_ms, lo_ms)
+        last = bisect.bisect_right(self._starts_ms, hi_ms)
+        return [*self.active_at(lo_ms), *self._by_start[first:last]]
+
+
+def kinds_of(windows: Iterable[FaultWindow]) -> list[str]:
+    return sorted({w.kind for w in windows})
+
+
+def described(windows: Iterable[FaultWindow]) -> list[str]:
+    return [w.describe() for w in windows]
+
+
 _OP_FIELDS = {f.name for f in dataclasses.fields(Op)}
 
 
 def _op_from_dict(raw: Any, line_no: int) -> Op:
     if not isinstance(raw, dict) or not {"index", "process", "f", "invoke_ms"} <= raw.keys():
-        raise ValueError(f"history line {line_no} is not an operation")
+        raise ValueError(f"line {line_no} is not an operation")
     unknown = raw.keys() - _OP_FIELDS
     if unknown:
-        raise ValueError(f"history line {line_no} has unknown fields {sorted(unknown)}")
+        raise ValueError(f"line {line_no} has unknown fields {sorted(unknown)}")
+    problem = _field_problem(raw)
+    if problem:
+        raise ValueError(f"line {line_no}: {problem}")
     raw.setdefault("account_id", None)
     raw.setdefault("request", None)
     return Op(**raw)
+
+
+def _field_problem(raw: dict) -> str | None:
+    for name in ("index", "process", "invoke_ms"):
+        if type(raw[name]) is not int or raw[name] < 0:
+            return f"{name} {raw[name]!r} is not a non-negative integer"
+    if raw["f"] not in FS:
+        return f"f {raw['f']!r} is not an operation this harness records"
+    complete_ms = raw.get("complete_ms")
+    if complete_ms is not None and (type(complete_ms) is not int or complete_ms < raw["invoke_ms"]):
+        return f"complete_ms {complete_ms!r} is not an integer at or after invoke_ms"
+    if raw.get("outcome") not in (None, *OUTCOMES):
+        return f"outcome {raw.get('outcome')!r} is not one of {', '.join(OUTCOMES)}"
+    for name, kinds in (("account_id", str), ("request", dict), ("http_status", int),
+                        ("error", str), ("retry_of", int)):
+        value = raw.get(name)
+        if value is not None and type(value) is not kinds:
+            return f"{name} {value!r:.60} has the wrong type"
+    return None

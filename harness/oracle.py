@@ -44,7 +44,7 @@ _new = tuple.__new__
 
 
 def opened(credit_line: int) -> State:
-    assert credit_line >= 0
+    assert type(credit_line) is int and credit_line >= 0, credit_line
     return _new(State, (credit_line, 0, "active"))
 
 
@@ -87,6 +87,7 @@ def judge(state: State, kind: str, value: int | str) -> str | None:
 
     `value` is the amount (draw, repay), the new credit line (limit) or the new status (status).
     """
+    assert state is not None, "only an open account is judged"
     if kind == "draw":
         if state.status != "active":
             return "account_not_active"
@@ -98,6 +99,7 @@ def judge(state: State, kind: str, value: int | str) -> str | None:
             return "account_not_active"
         if not 0 < value <= state.outstanding:
             return "overpayment"
+        assert state.outstanding - value >= 0  # an accepted repay never leaves a negative balance
         return None
     if kind == "limit":
         return "account_not_active" if state.status == "closed" else None
@@ -108,9 +110,22 @@ def judge(state: State, kind: str, value: int | str) -> str | None:
     raise ValueError(f"unknown write kind {kind!r}")
 
 
-def cure_due(before: State, after: State) -> bool:
-    """The cure rule: a repay that clears an overdue account's balance reactivates it."""
-    return before.status == "overdue" and before.outstanding > 0 and after.outstanding == 0
+def cures(state: State, kind: str, value: int | str) -> bool:
+    """The cure rule: a repay that clears an overdue account's balance reactivates it (the
+    service appends a `status: active, reason: cured` entry in the same transaction)."""
+    return kind == "repay" and state.status == "overdue" and 0 < state.outstanding == value
+
+
+def after_write(state: State | None, kind: str, value: int | str) -> State:
+    """The state after an accepted write and, when the cure rule applies, its cure entry."""
+    after = step(state, kind, value)
+    if state is not None and cures(state, kind, value):
+        after = _new(State, (after.credit_line, after.outstanding, "active"))
+    # An accepted write never takes a balance below zero (one already below zero came from a
+    # service that broke the rules, and a belief folded from its answers may carry it).
+    floor = 0 if state is None else min(0, state.outstanding)
+    assert after.outstanding >= floor or judge(state, kind, value) is not None, (state, kind)
+    return after
 
 
 def entry_value(entry: dict) -> int | str:
@@ -128,9 +143,14 @@ def replay(entries: Iterable[dict]) -> list[tuple[int, State]]:
     """(seq, state after that entry) for one account's entries, in the order given (seq order)."""
     out: list[tuple[int, State]] = []
     state: State | None = None
+    fields, change = VALUE_FIELD, step  # `apply`, inlined: this runs once per ledger entry
     for entry in entries:
-        state = apply(state, entry)
+        kind = entry["type"]
+        if kind not in fields:
+            raise ValueError(f"unknown entry type {kind!r}")
+        state = change(state, kind, entry[fields[kind]])
         out.append((entry["seq"], state))
+    assert all(a[0] < b[0] for a, b in zip(out, out[1:])), "entries out of seq order"
     return out
 
 
@@ -143,5 +163,6 @@ def state_at(timeline: list[tuple[int, State]], seq: int) -> State | None:
             lo = mid + 1
         else:
             hi = mid
+    assert lo == len(timeline) or timeline[lo][0] > seq
     return timeline[lo - 1][1] if lo else None
 

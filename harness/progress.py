@@ -23,7 +23,7 @@ class Progress:
 
     def phase(self, name: str, total: int | None = None) -> None:
         self.name, self.total = name, total
-        self._emit(f"{name}...", force=True)
+        self._emit(f"{name}...")
 
     def update(self, done: int, **extra) -> None:
         now_s = time.monotonic()
@@ -41,7 +41,7 @@ class Progress:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
 
-    def _emit(self, text: str, force: bool = False) -> None:
+    def _emit(self, text: str) -> None:
         if self.quiet:
             return
         self._last_s = time.monotonic()

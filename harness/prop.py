@@ -4,9 +4,8 @@ that the checkers fail, shrinks it, and prints it with the findings.
     limit-harness prop [--target URL] [--examples N] [--steps N] [--seed N] [--sla-ms MS]
                        [--report-dir DIR] [--bug NAME]...
 
-Exit 0: no failure in N examples (one summary line). Exit 1: a failing program, printed and
-saved as `program.txt` and `findings.json` in the report directory (default
-`reports/prop-<seed>/`). Exit 2 (from the CLI): the target is unreachable or the options are bad.
+`search(config)` runs it and returns a `PropResult`; `save(result)` writes a failing program as
+`program.txt` and `findings.json` in the report directory (default `./reports/prop-<seed>/`).
 
 The same seed gives the same search: hypothesis is seeded from --seed and its example database
 is off, so nothing from earlier runs steers it (and no `.hypothesis` directory is written).
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,13 +27,12 @@ from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from .errors import UsageError
-from .findings import Finding
+from .findings import Finding, FindingsError
 from .progress import Progress
 from .service import bugs as catalogue
-from .stateful import FindingsError, MachineStats, machine_for
+from .stateful import MachineStats, machine_for
 from .targets import open_target
 
-EXIT_PASS, EXIT_FAIL = 0, 1
 _STEP = re.compile(r"^(?:[\w, ]+ = )?state\.(\w+)\(")
 
 
@@ -48,11 +45,6 @@ class PropConfig:
     sla_ms: int = 1000
     report_dir: Path | None = None
     bugs: tuple[str, ...] = ()
-
-    @classmethod
-    def from_args(cls, args) -> "PropConfig":
-        return cls(target=args.target, examples=args.examples, steps=args.steps, seed=args.seed,
-                   sla_ms=args.sla_ms, report_dir=args.report_dir, bugs=tuple(args.bug))
 
     def replay_argv(self) -> list[str]:
         argv = ["limit-harness", "prop", "--seed", str(self.seed), "--examples",
@@ -88,11 +80,9 @@ class PropResult:
 def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
     """Run the machine against the configured target; never writes to disk."""
     catalogue.check(config.bugs)
+    catalogue.require_embedded(config.target, config.bugs)
     bugs = tuple(dict.fromkeys(config.bugs))  # the order given, as the replay command says
     embedded = config.target in (None, "embedded")
-    if not embedded and bugs:
-        raise UsageError("--bug switches on bugs of the embedded reference service; for an HTTP "
-                         "target start it with `limit-harness serve --bug NAME` instead")
     factory = None if embedded else (lambda: open_target(config.target))
     machine = machine_for(
         factory, sla_ms=config.sla_ms, bugs=bugs,
@@ -139,42 +129,9 @@ def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
     return result
 
 
-def main(args) -> int:
-    config = PropConfig.from_args(args)
-    progress = Progress("examples")
-    result = search(config, progress)
-    if not result.failed:
-        print(f"no failure in {result.examples} examples (seed {config.seed}, target "
-              f"{result.target}, up to {config.steps} steps each, {result.seconds:.1f} s)")
-        return EXIT_PASS
-    report_dir = write(result)
-    print(summary(result, report_dir))
-    return EXIT_FAIL
-
-
-def summary(result: PropResult, report_dir: Path | None) -> str:
+def save(result: PropResult) -> Path:
     config = result.config
-    lines = [f"FAIL  seed {config.seed}  target {result.target}: found after {result.examples} "
-             f"examples ({result.time_to_find_s or 0:.1f} s), shrunk to {result.steps} steps "
-             f"({result.seconds:.1f} s in all)"]
-    if result.flaky:
-        lines.append("  note: the failure did not reproduce every time hypothesis replayed it "
-                     "(a real target's timing); the program below is the last one that failed")
-    lines.append("")
-    lines.append("The failing program:")
-    lines.extend(f"    {line}" for line in result.program)
-    lines.append("")
-    lines.append(result.message)
-    lines.append("")
-    if report_dir is not None:
-        lines.append(f"reports: {report_dir}")
-    lines.append(f"replay:  {shlex.join(config.replay_argv())}")
-    return "\n".join(lines)
-
-
-def write(result: PropResult) -> Path:
-    config = result.config
-    report_dir = config.report_dir or Path("reports") / f"prop-{config.seed}"
+    report_dir = config.report_dir or Path.cwd() / "reports" / f"prop-{config.seed}"
     replay = shlex.join(config.replay_argv())
     program = "\n".join([f"# {result.target}, seed {config.seed}: a failing program, shrunk",
                          f"# replay: {replay}", *result.program, ""])
@@ -234,7 +191,3 @@ def _progress_hook(progress: Progress, examples: int):
                             runs=stats.finished)
     return on_program
 
-
-if __name__ == "__main__":  # pragma: no cover - `limit-harness prop` is the entry point
-    from .cli import main as cli_main
-    sys.exit(cli_main(["prop", *sys.argv[1:]]))

@@ -118,10 +118,10 @@ def limit_target(request: pytest.FixtureRequest):
 def limit_recorder(limit_target, request: pytest.FixtureRequest):
     """A Recorder over `limit_target`; every op of the test goes into `limit_recorder.history`."""
     from harness.client import Recorder
-    from harness.stateful import new_history
+    from harness.history import new_history
 
-    history = new_history(limit_target, request.config.getoption("limit_sla_ms"),
-                          test=request.node.nodeid)
+    history = new_history(limit_target.name, limit_target.simulated,
+                          request.config.getoption("limit_sla_ms"), test=request.node.nodeid)
     return Recorder(limit_target, history)
 
 
@@ -204,12 +204,13 @@ def reconcile(limit_recorder, request: pytest.FixtureRequest):
     injected delay), read every account's display twice, fetch the ledger and run every
     checker. Any critical or major finding fails the test with a readable diff; returns the
     `harness.checkers.Verdict` (findings and stats)."""
-    from harness.stateful import describe_findings, failing, reconcile as run_reconcile
+    from harness.convergence import converge_and_check
+    from harness.findings import describe_findings, failing
 
     sla_ms = request.config.getoption("limit_sla_ms")
 
     def reconcile_now(fail: bool = True):
-        verdict = run_reconcile(limit_recorder, sla_ms)
+        _, verdict = converge_and_check(limit_recorder, sla_ms)
         bad = failing(verdict.findings)
         request.node.user_properties.append(("limit_findings", len(verdict.findings)))
         if fail and bad:

@@ -4,9 +4,6 @@ the checkers judge what each program did, and a failing program is shrunk to a s
 - `LimitMachine`: a `RuleBasedStateMachine` over the embedded reference service.
 - `machine_for(target_factory=None, sla_ms=1000, bugs=(), ...)`: a machine class for any target
   (its `.TestCase` runs under pytest or unittest).
-- `reconcile(recorder, sla_ms)`: the convergence phase and every checker over a recorder's
-  history; `raise_for_findings(findings)` fails with a readable diff. The pytest plugin and
-  `limit-harness prop` share both.
 
 Every operation goes through one `Recorder` into one `History` per program. The machine keeps a
 tiny model of each account, built from acknowledged writes, only to aim amounts at its edges
@@ -17,10 +14,8 @@ check runs after a convergence phase.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import sys
-import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -32,22 +27,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize,
                                  multiple, precondition, rule)
 
-from . import checkers, contract, convergence, oracle, strategies
-from .checkers import CheckConfig, Verdict
+from . import checkers, contract, oracle, strategies
+from .analysis import CheckConfig
+from .checkers import Verdict
 from .client import Recorder
-from .clock import SIM_EPOCH
+from .convergence import HARNESS, accounts_of, converge_and_check, fetch_ledger
 from .errors import UsageError
-from .findings import Finding
-from .history import History
-from .convergence import HARNESS, accounts_of, fetch_ledger
+from .findings import Finding, FindingsError, raise_for_findings
+from .history import new_history
+from .service import bugs as catalogue
 from .targets import Target, open_target, probe
 
-__all__ = [
-    "FindingsError", "LimitMachine", "MachineStats", "describe_findings", "failing",
-    "machine_for", "machine_settings", "raise_for_findings", "reconcile",
-]
+__all__ = ["LimitMachine", "MachineStats", "machine_for", "machine_settings"]
 
-FAILING_SEVERITIES = ("critical", "major")
 CLIENT = 1  # the process number of the machine's client ops; 0 is the harness's own
 # Simulated time is free, so a program may hold events back for seconds; against a real
 # service every millisecond of delay is waited out at teardown, so it stays short.
@@ -68,108 +60,6 @@ STATUS_REASONS = {"active": "restored", "frozen": "risk-review", "overdue": "pay
                   "closed": "user-closed"}
 LIMIT_REASON = "risk-policy"
 REAL_TAG_MAX = 16  # characters of run tag prefixed to ids on a shared, real service
-DIFF_LINES_MAX = 12
-
-
-# -- judging --------------------------------------------------------------------------------------
-
-class FindingsError(AssertionError):
-    """A critical or major finding: the message is the readable diff, `findings` the objects."""
-
-    def __init__(self, message: str, findings: list[Finding], verdict: Verdict | None = None):
-        super().__init__(message)
-        self.findings = findings
-        self.verdict = verdict
-
-
-def failing(findings: Iterable[Finding]) -> list[Finding]:
-    """The findings that fail a test: critical and major (minor staleness is reported only)."""
-    return [f for f in findings if f.severity in FAILING_SEVERITIES]
-
-
-def raise_for_findings(findings: Iterable[Finding], context: str = "",
-                       verdict: Verdict | None = None) -> None:
-    """Raise `FindingsError` with a readable diff when any finding is critical or major."""
-    bad = failing(findings)
-    if bad:
-        raise FindingsError(describe_findings(bad, context), bad, verdict)
-
-
-def describe_findings(findings: list[Finding], context: str = "") -> str:
-    """Each finding as: severity, kind, account, checker; the explanation; the deepdiff of
-    expected against actual, one change a line."""
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding.severity] = counts.get(finding.severity, 0) + 1
-    head = f"{len(findings)} finding{'s' if len(findings) != 1 else ''} (" + ", ".join(
-        f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: FAILING_SEVERITIES.index(i[0])
-                                      if i[0] in FAILING_SEVERITIES else 9)) + ")"
-    lines = [head + (f" {context}" if context else "") + ":"]
-    for finding in findings:
-        account = f"account {finding.account_id!r}" if finding.account_id else "no account"
-        lines.append("")
-        lines.append(f"[{finding.severity}] {finding.kind} on {account} "
-                     f"(checker: {finding.checker})")
-        lines.extend(textwrap.wrap(finding.explanation, 96, initial_indent="  ",
-                                   subsequent_indent="  "))
-        if finding.faults_active:
-            lines.append(f"  faults on: {', '.join(finding.faults_active)}")
-        lines.extend(_diff_lines(finding))
-    return "\n".join(lines)
-
-
-def _diff_lines(finding: Finding) -> list[str]:
-    diff = finding.diff
-    if not diff:
-        if finding.expected is None and finding.actual is None:
-            return []
-        return [f"  expected: {_short(finding.expected)}", f"  actual:   {_short(finding.actual)}"]
-    out = ["  diff (expected -> actual):"]
-    for change, items in diff.items():
-        if isinstance(items, dict):
-            for path, value in items.items():
-                if isinstance(value, dict) and "old_value" in value and "new_value" in value:
-                    out.append(f"    {path}: {_short(value['old_value'])} -> "
-                               f"{_short(value['new_value'])}")
-                else:
-                    out.append(f"    {change.replace('_', ' ')} {path}: {_short(value)}")
-        else:
-            out.append(f"    {change.replace('_', ' ')}: {_short(items)}")
-    if len(out) > DIFF_LINES_MAX + 1:
-        out = out[:DIFF_LINES_MAX + 1] + [f"    ... and {len(out) - DIFF_LINES_MAX - 1} more"]
-    return out
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# -- convergence and the whole check --------------------------------------------------------------
-
-def reconcile(recorder: Recorder, sla_ms: int) -> Verdict:
-    """Convergence phase, then the ledger and every checker over the recorder's history."""
-    return convergence.reconcile(recorder, sla_ms)[1]
-
-
-def cheap_check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:
-    """The checkers that judge a history in the middle of a run: writes, ledger rules,
-    rejections, display (old, never invented; fresh within its allowance). Availability and
-    coverage only count, and convergence is judged at the end."""
-    from .checkers import display, ledger as ledger_checker, rejections, writes
-
-    found: list[Finding] = []
-    for module in (writes, ledger_checker, rejections, display):
-        found.extend(module.check(history, ledger, config))
-    return checkers.sort_findings(found)
-
-
-def new_history(target: Target, sla_ms: int, **meta) -> History:
-    started = SIM_EPOCH if target.simulated else dt.datetime.now(dt.timezone.utc)
-    return History(meta={
-        "target": target.name, "mode": "simulated" if target.simulated else "http",
-        "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "sla_ms": sla_ms, **meta})
 
 
 # -- the machine ----------------------------------------------------------------------------------
@@ -178,13 +68,13 @@ def new_history(target: Target, sla_ms: int, **meta) -> History:
 class Sent:
     """A write the machine sent: what `retry` resends with the same request_id."""
 
-    f: str
+    kind: str
     account_id: str
     body: dict
     index: int  # its op in the history
 
     def __repr__(self) -> str:  # what a failing program shows if it ever prints one
-        return f"Sent({self.f} {self.account_id} {self.body.get('request_id')})"
+        return f"Sent({self.kind} {self.account_id} {self.body.get('request_id')})"
 
 
 @dataclass
@@ -235,6 +125,16 @@ def _sync_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
     return tuple(k for k in kinds if k != "maintenance_reset")
 
 
+def _inject_fault_rule(bundle: Bundle, kinds: tuple[str, ...], delay_ms_max: int):
+    """The rule that injects a sync fault drawn from `kinds`: the machine's own, and one per
+    target whose kinds or delays differ (`machine_for`)."""
+    @precondition(lambda self: bool(_sync_kinds(self.fault_kinds)))
+    @rule(target=bundle, fault=strategies.faults(kinds, max_delay_ms=delay_ms_max))
+    def inject_fault(self, fault):
+        return self._inject(fault)
+    return inject_fault
+
+
 def _embedded(bugs: tuple[str, ...]) -> Callable[[], Target]:
     def make() -> Target:
         # A constant seed: the service's fault dice must replay identically when hypothesis
@@ -270,7 +170,8 @@ class LimitMachine(RuleBasedStateMachine):
         # never see each other's accounts or request ids. A fresh embedded service needs none,
         # which keeps the ids in a failing program's findings as short as they were drawn.
         self.tag = "" if self.target.simulated else f"{cls.run_tag}p{n}-"[-REAL_TAG_MAX:]
-        self.recorder = Recorder(self.target, new_history(self.target, cls.sla_ms, program=n))
+        self.recorder = Recorder(self.target, new_history(self.target.name, self.target.simulated,
+                                                          cls.sla_ms, program=n))
         self.model: dict[str, oracle.State] = {}
         self.requests_sent = 0
         self.checked_ops = 0
@@ -295,27 +196,19 @@ class LimitMachine(RuleBasedStateMachine):
             self.target.wait_ms(OP_MS)
         self._check_so_far()
 
-    def _write(self, f: str, account_id: str, body: dict) -> Sent:
-        op = self.recorder.write(CLIENT, f, account_id, body)
+    def _write(self, kind: str, account_id: str, body: dict) -> Sent:
+        op = self.recorder.write(CLIENT, kind, account_id, body)
         if op.outcome == "ok":
-            self._believe(f, account_id, body)
+            self._believe(kind, account_id, body)
         self._done()
-        return Sent(f, account_id, body, op.index)
+        return Sent(kind, account_id, body, op.index)
 
-    def _believe(self, f: str, account_id: str, body: dict) -> None:
+    def _believe(self, kind: str, account_id: str, body: dict) -> None:
         """Fold an acknowledged write into the aiming model (by the oracle's own rules)."""
-        if f == "open":
-            self.model[account_id] = oracle.opened(body["credit_line"])
+        if kind != "open" and account_id not in self.model:
             return
-        before = self.model.get(account_id)
-        if before is None:
-            return
-        field_name = {"draw": "amount", "repay": "amount", "limit": "credit_line",
-                      "status": "status"}[f]
-        after = oracle.apply(before, {"type": f, field_name: body[field_name]})
-        if f == "repay" and oracle.cure_due(before, after):
-            after = after._replace(status="active")
-        self.model[account_id] = after
+        self.model[account_id] = oracle.after_write(self.model.get(account_id), kind,
+                                                    body[oracle.VALUE_FIELD[kind]])
 
     def _headroom(self, account_id: str) -> int | None:
         # What the account could lend if it were active: for a frozen, overdue or closed
@@ -418,7 +311,7 @@ class LimitMachine(RuleBasedStateMachine):
     def retry(self, request):
         # The same request_id again: the contract says the original outcome comes back and no
         # second entry is written. The model is not touched: a retry changes nothing.
-        self.recorder.write(CLIENT, request.f, request.account_id, dict(request.body),
+        self.recorder.write(CLIENT, request.kind, request.account_id, dict(request.body),
                             retry_of=request.index)
         self._done()
 
@@ -452,11 +345,8 @@ class LimitMachine(RuleBasedStateMachine):
         # already shown the long stories; against a real service they cost seconds each).
         self.target.wait_ms(ms if self.target.simulated else min(ms, REAL_WAIT_MS_MAX))
 
-    @precondition(lambda self: bool(_sync_kinds(self.fault_kinds)))
-    @rule(target=faults_on, fault=strategies.faults(_sync_kinds(contract.FAULT_KINDS),
-                                                     max_delay_ms=SIM_DELAY_MS_MAX))
-    def inject_fault(self, fault):
-        return self._inject(fault)
+    inject_fault = _inject_fault_rule(faults_on, _sync_kinds(contract.FAULT_KINDS),
+                                      SIM_DELAY_MS_MAX)
 
     # A botched maintenance is an operator's story, not the sync pipe's, and each of its two
     # modes is a story of its own (the app shows nothing; the app shows older numbers): rules
@@ -502,8 +392,11 @@ class LimitMachine(RuleBasedStateMachine):
             return
         self.checked_ops = judged
         ledger = fetch_ledger(self.recorder)
-        findings = cheap_check(history, ledger, CheckConfig(sla_ms=self.sla_ms))
-        self._fail(findings, f"during the program, against {self.target.name}")
+        # Convergence is judged at the end; mid-program there is no convergence phase yet, so
+        # every checker judges what it can of the history so far.
+        verdict = checkers.check(history, ledger, CheckConfig(sla_ms=self.sla_ms),
+                                 with_stats=False)
+        self._fail(verdict.findings, f"during the program, against {self.target.name}")
 
     def teardown(self):
         cls = type(self)
@@ -513,7 +406,7 @@ class LimitMachine(RuleBasedStateMachine):
         abandoned = isinstance(sys.exc_info()[1], StopTest)
         try:
             if not (self.failed or abandoned) and self.recorder.history.ops:
-                verdict = reconcile(self.recorder, self.sla_ms)
+                _, verdict = converge_and_check(self.recorder, self.sla_ms)
                 self.verdict = verdict
                 self._fail(verdict.findings, f"after convergence, against {self.target.name}",
                            verdict)
@@ -549,13 +442,10 @@ def machine_for(target_factory: Callable[[], Target] | None = None, sla_ms: int 
     supports, further narrowed by `fault_kinds`. `step_checks` runs the cheap checkers after
     every step (default: on simulated targets only, since each check re-reads the ledger)."""
     bugs = tuple(bugs)
+    catalogue.check(bugs)
+    catalogue.require_embedded(None if target_factory is None else "a target factory", bugs)
     if target_factory is None:
-        from .service import bugs as catalogue
-        catalogue.check(bugs)
         target_factory = _embedded(bugs)
-    elif bugs:
-        raise UsageError("bugs switch on defects of the embedded reference service; pass your "
-                         "own target factory without them")
     if sla_ms <= 0:
         raise UsageError("sla_ms must be greater than 0")
     first = target_factory()
@@ -577,14 +467,9 @@ def machine_for(target_factory: Callable[[], Target] | None = None, sla_ms: int 
     }
     sync_kinds = _sync_kinds(kinds)
     if sync_kinds and (sync_kinds != _sync_kinds(contract.FAULT_KINDS) or not simulated):
-        delay_max = SIM_DELAY_MS_MAX if simulated else REAL_DELAY_MS_MAX
-
-        @precondition(lambda self: bool(_sync_kinds(self.fault_kinds)))
-        @rule(target=LimitMachine.faults_on, fault=strategies.faults(sync_kinds, delay_max))
-        def inject_fault(self, fault):
-            return self._inject(fault)
-
-        namespace["inject_fault"] = inject_fault
+        namespace["inject_fault"] = _inject_fault_rule(
+            LimitMachine.faults_on, sync_kinds,
+            SIM_DELAY_MS_MAX if simulated else REAL_DELAY_MS_MAX)
     name = "LimitMachine" + ("" if simulated else "OverHttp")
     machine = type(name, (LimitMachine,), namespace)
     machine.__qualname__ = name

@@ -42,6 +42,11 @@ class Target(Protocol):
 
     def wait_ms(self, duration_ms: int) -> None: ...
 
+    def counters(self) -> dict[str, int]:
+        """What the target counts of itself that a report shows (the embedded service's event
+        deliveries); empty for a target the harness cannot see into."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -83,6 +88,9 @@ class EmbeddedTarget:
                 clock.advance(1)  # nothing more due at this ms; never spin in place
         clock.advance_to(max(end_ms, clock.now_ms()))
         service.advance(clock.now_ms())
+
+    def counters(self) -> dict[str, int]:
+        return {"events_delivered": self.service.delivered}
 
     def close(self) -> None:
         self.service.store.close()
@@ -126,6 +134,9 @@ class HttpTarget:
     def wait_ms(self, duration_ms: int) -> None:
         time.sleep(duration_ms / 1000)
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         self.pool.clear()
 
@@ -160,6 +171,9 @@ class AdapterTarget:
     def wait_ms(self, duration_ms: int) -> None:
         time.sleep(duration_ms / 1000)
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         close = getattr(self.impl, "close", None)
         if callable(close):
@@ -169,11 +183,11 @@ class AdapterTarget:
 def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8,
                 ledger: str = "sqlite://") -> Target:
     """None: the embedded reference service; `http(s)://...`; or `py:MODULE:CLASS`."""
+    from .service.bugs import require_embedded
+
+    require_embedded(spec, bugs)
     if spec is None or spec == "embedded":
         return EmbeddedTarget(seed=seed, bugs=bugs, ledger=ledger)
-    if bugs:
-        raise UsageError("--bug switches on bugs of the embedded reference service; for an HTTP "
-                         "target start it with `limit-harness serve --bug NAME` instead")
     if spec.startswith("py:"):
         return AdapterTarget(spec[3:])
     return HttpTarget(spec, pool_size=pool_size)

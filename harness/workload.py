@@ -163,16 +163,9 @@ class Workload:
         del user.sent[:-SENT_REMEMBERED_MAX]
         if outcome != "ok":
             return
-        if action.f == "open":
-            user.belief[action.account_id] = oracle.opened(action.body["credit_line"])
-            return
-        before = user.belief[action.account_id]
-        value_field = {"draw": "amount", "repay": "amount", "limit": "credit_line",
-                       "status": "status"}[action.f]
-        after = oracle.apply(before, {"type": action.f, value_field: action.body[value_field]})
-        if action.f == "repay" and oracle.cure_due(before, after):
-            after = after._replace(status="active")
-        user.belief[action.account_id] = after
+        value = action.body[oracle.VALUE_FIELD[action.f]]
+        user.belief[action.account_id] = oracle.after_write(
+            user.belief.get(action.account_id), action.f, value)
 
     # -- edges -------------------------------------------------------------------------------
     def draw_amount(self, state: State, small: bool = False) -> int:

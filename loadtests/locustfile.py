@@ -19,10 +19,13 @@ from pathlib import Path
 
 from locust import User, between, events, task
 
-from harness import convergence, gate
+import datetime as dt
+
+from harness import gate
 from harness.client import Recorder
-from harness.history import History
-from harness.reports import write_reports
+from harness.convergence import converge_and_check
+from harness.history import new_history
+from harness.reports import document, write_reports
 from harness.targets import HttpTarget, probe
 from harness.workload import Workload, load_config
 
@@ -45,8 +48,8 @@ class _Shared:
                 return
             target = HttpTarget(host, pool_size=64)
             probe(target)
-            history = History(meta={"seed": SEED, "target": host, "mode": "load",
-                                    "started_at": _now_iso(), "sla_ms": SLA_MS})
+            history = new_history(target.name, False, SLA_MS, seed=SEED)
+            history.meta["mode"] = "load"
             self.recorder = Recorder(target, history)
             self.recorder.phase("setup")
             tag = f"load{SEED}t{int(time.time() * 1000) % 10**9}"
@@ -61,10 +64,6 @@ class _Shared:
 
 
 SHARED = _Shared()
-
-
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
 class LimitUser(User):
@@ -103,21 +102,18 @@ def reconcile(environment, **_kwargs) -> None:
     recorder = SHARED.recorder
     if recorder is None:
         return
-    _, verdict = convergence.reconcile(recorder, SLA_MS)
-    report = {
-        "verdict": "pass", "seed": SEED, "target": environment.host, "mode": "load",
-        "started_at": recorder.history.meta["started_at"], "duration_s": 0.0,
-        "run_id": f"load-{int(time.time())}", "stats": verdict.stats,
-        "findings": [f.to_dict() for f in verdict.findings],
-        "replay": "locust -f loadtests/locustfile.py (load runs are not replayed bit for bit)",
-        "config": {"sla_ms": SLA_MS},
-    }
-    result = gate.judge(report, gate.load_policy(None))
-    report["gate"] = {"policy": "default", "passed": result.passed, "reasons": result.reasons}
-    report["verdict"] = "pass" if result.passed else "fail"
+    _, verdict = converge_and_check(recorder, SLA_MS)
+    stamp = dt.datetime.now(dt.timezone.utc)
+    report = document.build(
+        run_id=document.run_id(stamp, "load"), seed=SEED, target=environment.host,
+        mode="load", started=stamp, duration_s=0.0, config={"sla_ms": SLA_MS},
+        stats=verdict.stats, findings=verdict.findings,
+        replay="locust -f loadtests/locustfile.py (load runs are not replayed bit for bit)",
+        policy=gate.load_policy(None))
+    passed = report["verdict"] == "pass"
     out = Path(os.environ.get("LIMIT_REPORT_DIR", f"reports/{report['run_id']}"))
     write_reports(report, recorder.history, out)
     print(f"reconciliation: {report['verdict'].upper()} with {len(report['findings'])} finding(s); "
           f"reports in {out}")
-    if not result.passed:
+    if not passed:
         environment.process_exit_code = 1

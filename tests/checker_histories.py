@@ -121,9 +121,9 @@ class Story:
             before = self.state(account_id)
             fields = {k: v for k, v in body.items() if k != "account_id"}
             made.append(self.commit(account_id, f, request_id, **{**fields, **(recorded or {})}))
-            after = self.state(account_id)
-            if f == "repay" and cure and before is not None and oracle.cure_due(before, after):
-                self.commit(account_id, "status", request_id + contract.CURE_SUFFIX,
+            if f == "repay" and cure and before is not None \
+                    and oracle.cures(before, f, made[-1]["amount"]):
+                self.commit(account_id, "status", contract.cure_request_id(request_id),
                             status="active", reason=contract.CURE_REASON)
         if outcome == "ok":
             status = http_status or 201

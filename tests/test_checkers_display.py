@@ -1,6 +1,7 @@
 import math
 
-from harness.checkers import CheckConfig, display
+from harness.analysis import CheckConfig, analyse
+from harness.checkers import display
 from harness.checkers.display import deadline_ms
 from harness.history import FaultWindow
 from checker_histories import Story, kinds
@@ -10,7 +11,7 @@ CONFIG = CheckConfig(sla_ms=SLA_MS)
 
 
 def run(b: Story, config: CheckConfig = CONFIG):
-    return display.check(b.history, b.ledger, config)
+    return display.check(analyse(b.history, b.ledger, config))
 
 
 def window(kind, start_ms, end_ms, **params):
@@ -178,7 +179,7 @@ def test_lag_under_delay_sync_is_not_a_finding():
     b.heal()
     read = b.display("a1", as_of=b.seq_of("a1", 0), invoke_ms=draw.complete_ms + 4_500)
     assert run(b) == []
-    [record] = display.lag_records(b.history, b.ledger, CONFIG)
+    [record] = display.lag_records(analyse(b.history, b.ledger, CONFIG))
     assert record == {"account_id": "a1", "t_ms": read.invoke_ms, "lag_ms": 4_500,
                       "faults": ["delay_sync"], "stale": False}
 
@@ -244,7 +245,7 @@ def test_a_display_missing_only_a_write_of_unknown_outcome_is_not_judged():
     b.draw("a1", 30_00, outcome="info", entries=1)
     b.display("a1", as_of=b.seq_of("a1", 0), invoke_ms=b.now_ms + 10_000)
     assert run(b) == []
-    assert display.lag_records(b.history, b.ledger, CONFIG) == []
+    assert display.lag_records(analyse(b.history, b.ledger, CONFIG)) == []
 
 
 def test_an_unknown_write_followed_by_an_acknowledged_one_was_surely_committed_by_then():
@@ -279,7 +280,7 @@ def test_a_current_display_records_zero_lag():
     b.draw("a1", 30_00)
     b.wait(5_000)
     b.display("a1")
-    [record] = display.lag_records(b.history, b.ledger, CONFIG)
+    [record] = display.lag_records(analyse(b.history, b.ledger, CONFIG))
     assert record["lag_ms"] == 0 and record["faults"] == [] and record["stale"] is False
 
 
@@ -354,3 +355,48 @@ def test_a_display_reply_that_broke_the_contract_is_a_contract_violation():
     [finding] = run(b)
     assert (finding.kind, finding.severity) == ("contract_violation", "major")
     assert "without a JSON object body" in finding.explanation
+
+
+# -- the allowance, computed fast, agrees with its definition --------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from harness.checkers.display import Allowance  # noqa: E402
+from harness.history import FaultIndex  # noqa: E402
+
+
+def _allowance_by_definition(t_c_ms, windows, sla_ms):
+    """The fixpoint, straight from its definition: every window overlapping the allowance pushes
+    it to its end plus the service level (plus its delay); one still on makes it unbounded."""
+    active_delay_ms = max((w.params.get("delay_ms", 0) if w.kind == "delay_sync" else 0
+                           for w in windows if w.active_at(t_c_ms)), default=0)
+    until_ms = t_c_ms + sla_ms + active_delay_ms
+    while True:
+        extended = until_ms
+        for w in windows:
+            if w.overlaps(t_c_ms, until_ms):
+                if w.end_ms is None:
+                    return math.inf
+                delay_ms = w.params.get("delay_ms", 0) if w.kind == "delay_sync" else 0
+                extended = max(extended, w.end_ms + sla_ms + delay_ms)
+        if extended == until_ms:
+            return until_ms
+        until_ms = extended
+
+
+_windows = st.lists(st.tuples(st.sampled_from(["delay_sync", "pause_sync", "drop_events"]),
+                              st.integers(0, 20_000), st.one_of(st.none(), st.integers(0, 5_000)),
+                              st.integers(1, 3_000)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_windows, st.lists(st.integers(0, 30_000), min_size=1, max_size=20),
+       st.integers(1, 2_000))
+def test_the_allowance_equals_its_fixpoint_definition(raw, commits, sla_ms):
+    windows = sorted((FaultWindow(f"f{n}", kind, {"delay_ms": delay} if kind == "delay_sync"
+                                  else {}, start, None if length is None else start + length)
+                      for n, (kind, start, length, delay) in enumerate(raw)),
+                     key=lambda w: (w.start_ms, w.fault_id))
+    allowance = Allowance(FaultIndex(windows), CheckConfig(sla_ms=sla_ms))
+    for t_c_ms in commits:
+        assert allowance.deadline_ms(t_c_ms) == _allowance_by_definition(t_c_ms, windows, sla_ms)

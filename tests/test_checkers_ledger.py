@@ -1,13 +1,14 @@
 import copy
 
-from harness.checkers import CheckConfig, ledger
+from harness.analysis import CheckConfig, analyse
+from harness.checkers import ledger
 from checker_histories import Story, kinds, opened
 
 CONFIG = CheckConfig()
 
 
 def run(b: Story, entries=None):
-    return ledger.check(b.history, b.ledger if entries is None else entries, CONFIG)
+    return ledger.check(analyse(b.history, b.ledger if entries is None else entries, CONFIG))
 
 
 def test_a_ledger_that_follows_every_rule_has_no_findings():

@@ -1,11 +1,12 @@
-from harness.checkers import CheckConfig, rejections
+from harness.analysis import CheckConfig, analyse
+from harness.checkers import rejections
 from checker_histories import Story, opened
 
 CONFIG = CheckConfig()
 
 
 def run(b: Story):
-    return rejections.check(b.history, b.ledger, CONFIG)
+    return rejections.check(analyse(b.history, b.ledger, CONFIG))
 
 
 def test_rightful_rejections_are_not_reported():

@@ -1,9 +1,11 @@
 import json
 
 from harness import checkers
-from harness.checkers import (CheckConfig, FaultIndex, clean_ledger, entry_acks_ms,
-                              percentile, thinned, write_groups)
-from harness.history import FaultWindow
+from harness.analysis import CheckConfig, HistoryViews
+from harness.entries import clean_ledger
+from harness.history import FaultIndex, FaultWindow
+from harness.statistics import percentile, thinned
+from harness.write_groups import entry_acks_ms, write_groups
 from checker_histories import Story
 
 CONFIG = CheckConfig(sla_ms=1000)
@@ -127,7 +129,6 @@ def test_an_acknowledgement_naming_another_seq_does_not_vouch_for_an_entry():
 
 
 def test_an_account_view_gives_findings_the_same_history_slice_as_the_whole_run():
-    from harness.checkers import HistoryViews
     from harness.findings import history_slice
     b = Story()
     b.open("a1", 100_00)

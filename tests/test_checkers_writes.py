@@ -1,11 +1,12 @@
-from harness.checkers import CheckConfig, writes
+from harness.analysis import CheckConfig, analyse
+from harness.checkers import writes
 from checker_histories import Story, kinds, opened
 
 CONFIG = CheckConfig()
 
 
 def run(b: Story):
-    return writes.check(b.history, b.ledger, CONFIG)
+    return writes.check(analyse(b.history, b.ledger, CONFIG))
 
 
 def test_a_correct_service_gets_no_write_findings():

@@ -261,12 +261,11 @@ class Runner:
         state = self.state(account_id)
         if state is None:
             return ("reject", "not_found")
-        value = body[oracle_field(kind)]
+        value = body[oracle.VALUE_FIELD[kind]]
         error = oracle.judge(state, kind, value)
         if error is not None:
             return ("reject", error)
-        after = oracle.apply(state, {"type": kind, oracle_field(kind): value})
-        return ("accept", kind, value, kind == "repay" and oracle.cure_due(state, after))
+        return ("accept", kind, value, oracle.cures(state, kind, value))
 
     def check_write(self, path, body, expected, status, reply, new) -> None:
         what = f"{path} {body}"
@@ -292,7 +291,7 @@ class Runner:
             assert entry["type"] == kind and entry["account_id"] == account_id
             assert entry["request_id"] == body["request_id"]
             assert entry["at"] == self.sim.clock.iso(self.sim.now_ms())
-            assert entry[oracle_field(kind)] == value
+            assert entry[oracle.VALUE_FIELD[kind]] == value
             if "reason" in body:
                 assert entry["reason"] == body["reason"]
             assert reply["entry_id"] == entry["entry_id"] and reply["seq"] == entry["seq"]
@@ -349,11 +348,6 @@ class Runner:
             assert (status, reply) == (200, expected), (
                 f"{account_id}: {CONVERGENCE_MS} ms after the last fault was removed the "
                 f"display is {status} {reply}, the oracle over the ledger says {expected}")
-
-
-def oracle_field(kind: str) -> str:
-    return {"open": "credit_line", "draw": "amount", "repay": "amount",
-            "limit": "credit_line", "status": "status"}[kind]
 
 
 def run(program, *, seed: int = 0, **checks) -> Runner:

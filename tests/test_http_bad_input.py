@@ -175,10 +175,10 @@ class _Exploding:
         self.clock, self.store = service.clock, service.store
         self.advance, self.next_wakeup_ms = service.advance, service.next_wakeup_ms
 
-    def call(self, method, path, body=None, query=None):
+    def dispatch(self, found, method, path, body=None, query=None):
         if path == "/v1/health" and query.get("explode"):
             raise RuntimeError("boom\nwith a second line")
-        return self.service.call(method, path, body, query)
+        return self.service.dispatch(found, method, path, body, query)
 
 
 def test_an_unexpected_exception_is_a_500_and_the_server_keeps_serving(capfd):

@@ -53,7 +53,7 @@ def test_different_seeds_make_different_histories():
 # -- the self-test: catches every bug, never cries wolf -------------------------------------------
 @pytest.mark.parametrize("bug", sorted(CATALOGUE))
 def test_every_seeded_bug_fails_the_run_with_its_finding_kind(bug):
-    expected_kind = CATALOGUE[bug][1]
+    expected_kind = CATALOGUE[bug].finding_kind
     result = _run(seed=SELF_TEST_SEED, ops=SELF_TEST_OPS, bugs=(bug,))
     assert result.report["verdict"] == "fail"
     assert expected_kind in _kinds(result), (bug, _kinds(result))

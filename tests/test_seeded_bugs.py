@@ -52,7 +52,7 @@ def evidence(sim: Sim) -> set[str]:
                 kinds.add("ledger_rule_violation")
         after = oracle.apply(before, entry)
         state[entry["account_id"]] = after
-        if entry["type"] == "repay" and oracle.cure_due(before, after):
+        if entry["type"] == "repay" and oracle.cures(before, "repay", entry["amount"]):
             following = ledger[i + 1] if i + 1 < len(ledger) else {}
             if following.get("request_id") != entry["request_id"] + contract.CURE_SUFFIX:
                 kinds.add("ledger_rule_violation")
@@ -65,8 +65,7 @@ def evidence(sim: Sim) -> set[str]:
             if call.status in (409, 422, 423):
                 kind = {"draws": "draw", "repayments": "repay", "limit": "limit",
                         "status": "status"}[parts[4]]
-                field = {"draw": "amount", "repay": "amount", "limit": "credit_line",
-                         "status": "status"}[kind]
+                field = oracle.VALUE_FIELD[kind]
                 then = _state_at(timelines.get(parts[3]), call.seq_before)
                 if then is not None and oracle.judge(then, kind, call.body[field]) is None:
                     kinds.add("wrongful_rejection")
@@ -309,7 +308,7 @@ def test_seeded_bug_shows_its_defect_and_its_finding_kind(name):
     assert name in SCENARIOS, f"seeded bug {name!r} has no scenario in {__name__}"
     sim = Sim(bugs=[name])
     SCENARIOS[name](sim, True)
-    kind = CATALOGUE[name][1]
+    kind = CATALOGUE[name].finding_kind
     shown = evidence(sim)
     assert kind in shown, f"{name}: catalogue says {kind}, the run evidences {sorted(shown)}"
 

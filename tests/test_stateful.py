@@ -9,17 +9,16 @@ import unittest
 import pytest
 
 from harness import prop
-from harness.findings import Finding
+from harness.findings import Finding, FindingsError, describe_findings, raise_for_findings
 from harness.prop import PropConfig
 from harness.service.bugs import CATALOGUE
-from harness.stateful import (FindingsError, LimitMachine, describe_findings, machine_for,
-                              raise_for_findings)
+from harness.stateful import LimitMachine, machine_for
 from harness.strategies import Operation
 from harness.targets import open_target
 
 EXAMPLES = 200
 STEPS_MAX = 12
-SOLO_BUGS = [name for name, (_, _, solo) in CATALOGUE.items() if solo]
+SOLO_BUGS = [name for name, bug in CATALOGUE.items() if bug.sequential]
 # One bug per property family, so the unmarked run still covers each way the machine finds
 # bugs: a rejection, a ledger rule, a display that invents numbers, an idempotent retry.
 FAST_BUGS = ("exact_available_rejected", "no_cure", "limit_cut_hidden", "retry_duplicates_draw")

@@ -16,38 +16,96 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import contract, oracle
-from ..findings import Finding, fen, entry_words
-from ..history import FaultWindow, History, Op
-from . import (SEVERITY_RANK, CheckConfig, FaultIndex, HistoryViews, WriteGroup,
-               account_timeline, clean_ledger, delay_of, described, entries_by_account,
-               entry_acks_ms, kinds_of, report, write_groups)
+from ..analysis import AccountIndex, Analysis, CheckConfig
+from ..findings import SEVERITY_RANK, Finding, entry_words, fen
+from ..history import FaultIndex, FaultWindow, History, Op, delay_of, described, kinds_of
 
-CHECKER = "display"
+NAME = "display"
 VIEW_FIELDS = oracle.DISPLAY_FIELDS
 
 
-def deadline_ms(t_c_ms: int, windows: Sequence[FaultWindow], config: CheckConfig) -> float:
-    """The latest moment a display may still lack an entry committed by `t_c_ms`.
+class Allowance:
+    """How long a display may lack an entry, for the many commit times of one run.
 
-    The contract obliges convergence within `sla_ms` only once nothing holds the read model back,
-    so every fault that overlaps the allowance pushes it to its own end plus `sla_ms` (plus its
-    delay, for a delay), and a fault still on makes the allowance unbounded."""
-    active_delay_ms = max((delay_of(w) for w in windows if w.active_at(t_c_ms)), default=0)
-    until_ms: float = t_c_ms + config.sla_ms + active_delay_ms
-    # Each round that moves the allowance takes in at least one more window, so the number of
-    # windows bounds the rounds.
-    for _ in range(len(windows) + 1):
-        extended = until_ms
-        for window in windows:
-            if not window.overlaps(t_c_ms, until_ms):
-                continue
+    The contract obliges convergence within `sla_ms` only once nothing holds the read model
+    back, so every fault that overlaps the allowance pushes it to its own end plus `sla_ms` (plus
+    its delay, for a delay), and a fault still on makes the allowance unbounded. Under a busy
+    nemesis one allowance can chain through dozens of windows, for each of tens of thousands
+    of commits; so each window's `reach` (where it pushes the allowance) and `closure` (where
+    the chain goes once that window sets it) are computed once, back to front."""
+
+    def __init__(self, faults: FaultIndex, config: CheckConfig) -> None:
+        self._faults = faults
+        self._sla_ms = config.sla_ms
+        by_start = faults.starting_after(-math.inf)
+        self._first_ms = [w.start_ms for w in by_start]
+        self._reach_ms = [math.inf if w.end_ms is None else w.end_ms + config.sla_ms + delay_of(w)
+                          for w in by_start]
+        self._closure_ms = [math.inf] * len(by_start)
+        for n in range(len(by_start) - 1, -1, -1):
+            if self._reach_ms[n] != math.inf:
+                self._closure_ms[n] = self._chain(n + 1, self._reach_ms[n])
+        self._known: dict[int, float] = {}
+
+    def _chain(self, n: int, until_ms: float) -> float:
+        """The allowance that ends at `until_ms` once it takes in windows n... : the windows
+        starting by its end push it on. Once a window starts after it ends, so does every
+        later one (they are in order of start)."""
+        first_ms, reach_ms = self._first_ms, self._reach_ms
+        for n in range(n, len(first_ms)):
+            if first_ms[n] > until_ms:
+                break
+            if reach_ms[n] >= until_ms:
+                return self._closure_ms[n]  # from here on, it goes where this window sends it
+        return until_ms
+
+    def deadline_ms(self, t_c_ms: int) -> float:
+        """The latest moment a display may still lack an entry committed by `t_c_ms`."""
+        known = self._known.get(t_c_ms)
+        if known is not None:
+            return known
+        active = self._faults.active_at(t_c_ms)
+        until_ms: float = t_c_ms + self._sla_ms + max(map(delay_of, active), default=0)
+        for window in active:
+            until_ms = max(until_ms, math.inf if window.end_ms is None
+                           else window.end_ms + self._sla_ms + delay_of(window))
+        if until_ms != math.inf:
+            until_ms = self._chain(bisect.bisect_right(self._first_ms, t_c_ms), until_ms)
+        assert until_ms >= t_c_ms + self._sla_ms
+        self._known[t_c_ms] = until_ms
+        return until_ms
+
+
+def deadline_ms(self, t_c_ms: int) -> float:
+        """The latest moment a display may still lack an entry committed by `t_c_ms`.
+
+        The contract obliges convergence within `sla_ms` only once nothing holds the read model
+        back, so every fault that overlaps the allowance pushes it to its own end plus `sla_ms`
+        (plus its delay, for a delay), and a fault still on makes the allowance unbounded."""
+        known = self._known.get(t_c_ms)
+        if known is not None:
+            return known
+        sla_ms = self._sla_ms
+        active = self._faults.active_at(t_c_ms)
+        until_ms: float = t_c_ms + sla_ms + max(map(delay_of, active), default=0)
+        # The windows the allowance takes in: those on at t_c_ms, then those starting later,
+        # in order of start. The allowance only grows, so once a window starts after it ends,
+        # so does every later one.
+        for window in itertools.chain(active, self._faults.starting_after(t_c_ms)):
+            if window.start_ms > until_ms:
+                break
             if window.end_ms is None:
-                return math.inf
-            extended = max(extended, window.end_ms + config.sla_ms + delay_of(window))
-        if extended == until_ms:
-            return until_ms
-        until_ms = extended
-    raise AssertionError("the allowance did not settle within one round per fault window")
+                until_ms = math.inf
+                break
+            until_ms = max(until_ms, window.end_ms + sla_ms + delay_of(window))
+        assert until_ms >= t_c_ms + sla_ms
+        self._known[t_c_ms] = until_ms
+        return until_ms
+
+
+def deadline_ms(t_c_ms: int, windows: Sequence[FaultWindow], config: CheckConfig) -> float:
+    """`Allowance.deadline_ms` over these windows."""
+    return Allowance(FaultIndex(list(windows)), config).deadline_ms(t_c_ms)
 
 
 class _Resets:
@@ -55,41 +113,20 @@ class _Resets:
     even old entries until it has rebuilt: each reset restarts the allowance of every entry
     committed before it, as if committed when the reset ended."""
 
-    def __init__(self, windows: list[FaultWindow], config: CheckConfig) -> None:
+    def __init__(self, windows: list[FaultWindow], allowance: Allowance) -> None:
         resets = sorted((w for w in windows if w.kind == "maintenance_reset"),
                         key=lambda w: w.start_ms)
         self._start_ms = [w.start_ms for w in resets]
         self._deadline_ms: list[float] = []
         for window in resets:
             own = (math.inf if window.end_ms is None
-                   else deadline_ms(window.end_ms, windows, config))
+                   else allowance.deadline_ms(window.end_ms))
             self._deadline_ms.append(max(own, self._deadline_ms[-1]) if self._deadline_ms else own)
 
     def deadline_before(self, read_ms: int) -> float:
         """The latest allowance restarted by a reset sent by `read_ms`."""
         n = bisect.bisect_right(self._start_ms, read_ms)
         return self._deadline_ms[n - 1] if n else -math.inf
-
-
-@dataclass
-class _Account:
-    """One account's ledger, indexed for reads."""
-
-    entries: list[dict]
-    seqs: list[int]
-    timeline: list[tuple[int, oracle.State]]
-    # Earliest acknowledgement among entries n.. : by then entry n was surely committed.
-    committed_by_ms: list[float]
-    # Latest seq of each display view (the key is the view's values in VIEW_FIELDS order).
-    view_seq: dict[tuple, int]
-    ack_ms: list[int]
-    ack_max_seq: list[int]
-    last_write_ms: int = 0
-
-    def state_known_at(self, t_ms: int) -> oracle.State | None:
-        """The state after every entry acknowledged before `t_ms`."""
-        n = bisect.bisect_left(self.ack_ms, t_ms)
-        return oracle.state_at(self.timeline, self.ack_max_seq[n - 1]) if n else None
 
 
 @dataclass
@@ -105,38 +142,34 @@ class _Case:
     faults: list[str] = field(default_factory=list)
 
 
-def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:
-    return analyse(history, ledger, config)[0]
+def check(a: Analysis) -> list[Finding]:
+    return judge(a)[0]
 
 
-def lag_records(history: History, ledger: list[dict], config: CheckConfig) -> list[dict]:
+def lag_records(a: Analysis) -> list[dict]:
     """{account_id, t_ms, lag_ms, faults, stale} for every display read judged for staleness:
     `lag_ms` is 0 for a current display, `faults` the kinds that overlapped the lag."""
-    return analyse(history, ledger, config)[1]
+    return judge(a)[1]
 
 
-def analyse(history: History, ledger: list[dict],
-            config: CheckConfig) -> tuple[list[Finding], list[dict]]:
-    groups = write_groups(history)
-    entries, _ = clean_ledger(ledger)
-    accounts = {a: _index(es, groups) for a, es in entries_by_account(entries).items()}
-    for group in groups.values():
-        account = accounts.get(str(group.account_id))
-        if account is not None:
-            account.last_write_ms = max(account.last_write_ms, _last_ms(group))
-    windows = history.fault_windows()
-    faults = FaultIndex(windows)
-    conv_deadline_ms = _convergence_deadline_ms(history, windows, config)
-    max_delay_ms = max((delay_of(w) for w in windows), default=0)
-    resets = _Resets(windows, config)
-    deadlines: dict[int, float] = {}
+def judge(a: Analysis) -> tuple[list[Finding], list[dict]]:
+    """The display findings and the lag records, computed once per analysis."""
+    return a.memo(NAME, lambda: _judge(a))
+
+
+def _judge(a: Analysis) -> tuple[list[Finding], list[dict]]:
+    config, faults, windows = a.config, a.faults, a.windows
+    conv_deadline_ms = _convergence_deadline_ms(a.history, windows, config)
+    max_delay_ms = faults.max_delay_ms
+    allowance = Allowance(faults, config)
+    resets = _Resets(windows, allowance)
     cases: dict[tuple[str, str], list[_Case]] = {}
     records: list[dict] = []
-    reads = sorted((op for op in history.ops if op.f == "display"),
+    reads = sorted((op for op in a.history.ops if op.f == "display"),
                    key=lambda op: (op.invoke_ms, op.index))
     for op in reads:
         account_id = str(op.account_id)
-        account = accounts.get(account_id)
+        account = a.accounts.get(account_id)
         # A write still landing after the convergence marker restarts that account's clock.
         converged = (account is not None and conv_deadline_ms is not None
                      and op.invoke_ms >= max(conv_deadline_ms, account.last_write_ms + config.sla_ms
@@ -155,8 +188,9 @@ def analyse(history: History, ledger: list[dict],
             continue
         display = op.response
         if account is None:
-            account = _index([], groups)
+            account = a.account(account_id)
         seq, case = _consistency(op, display, account, faults)
+        assert (seq is None) != (case is None)
         if case is not None:
             cases.setdefault(("inconsistent_display", account_id), []).append(case)
         if converged:
@@ -164,43 +198,18 @@ def analyse(history: History, ledger: list[dict],
             if case is not None:
                 cases.setdefault(("display_divergence", account_id), []).append(case)
         elif seq is not None:
-            record, case = _staleness(op, display, seq, account, faults, resets, deadlines,
+            record, case = _staleness(op, display, seq, account, faults, resets, allowance,
                                       config)
             if record is not None:
                 records.append(record)
             if case is not None:
                 cases.setdefault(("stale_display", account_id), []).append(case)
-    views = HistoryViews(history)
-    findings = [_finding(views, kind, account_id, found)
+    findings = [_finding(a, kind, account_id, found)
                 for (kind, account_id), found in cases.items()]
     return findings, records
 
 
-# -- per-account index ----------------------------------------------------------------------------
-
-def _index(entries: list[dict], groups: dict[str, WriteGroup]) -> _Account:
-    timeline = account_timeline(entries)
-    view_seq = {tuple(state.view()[f] for f in VIEW_FIELDS): seq for seq, state in timeline}
-    committed_by_ms: list[float] = [math.inf] * len(entries)
-    acks: list[tuple[int, int]] = []
-    soonest: float = math.inf
-    acks_ms = entry_acks_ms(entries, groups)
-    for n in range(len(entries) - 1, -1, -1):
-        if acks_ms[n] is not None:
-            soonest = min(soonest, acks_ms[n])
-            acks.append((acks_ms[n], entries[n]["seq"]))
-        committed_by_ms[n] = soonest
-    acks.sort()
-    ack_max_seq: list[int] = []
-    for _, seq in acks:
-        ack_max_seq.append(max(seq, ack_max_seq[-1]) if ack_max_seq else seq)
-    return _Account(entries, [e["seq"] for e in entries], timeline, committed_by_ms, view_seq,
-                    [t for t, _ in acks], ack_max_seq)
-
-
-def _last_ms(group: WriteGroup) -> int:
-    return max(max(op.invoke_ms, op.complete_ms or 0) for op in group.attempts)
-
+# -- convergence ----------------------------------------------------------------------------------
 
 def _convergence_deadline_ms(history: History, windows: list[FaultWindow],
                              config: CheckConfig) -> float | None:
@@ -242,9 +251,10 @@ def _shape_problem(op: Op) -> str | None:
 
 # -- b. old, never invented -----------------------------------------------------------------------
 
-def _consistency(op: Op, d: dict, account: _Account,
+def _consistency(op: Op, d: dict, account: AccountIndex,
                  faults: FaultIndex) -> tuple[int | None, _Case | None]:
-    """The seq the display reflects, or a case when it reflects no state the account had."""
+    """The seq the display reflects, or a case when it reflects no state the account had (one
+    of the two, never both)."""
     shown = _view(d)
     as_of_seq = d["as_of_seq"]
     if as_of_seq is not None:
@@ -275,13 +285,13 @@ def _consistency(op: Op, d: dict, account: _Account,
 
 # -- c. fresh within the allowance ----------------------------------------------------------------
 
-def _staleness(op: Op, d: dict, seq: int, account: _Account, faults: FaultIndex,
-               resets: "_Resets", deadlines: dict[int, float],
+def _staleness(op: Op, d: dict, seq: int, account: AccountIndex, faults: FaultIndex,
+               resets: "_Resets", allowance: Allowance,
                config: CheckConfig) -> tuple[dict | None, _Case | None]:
     n = bisect.bisect_right(account.seqs, seq)
     base = {"account_id": op.account_id, "t_ms": op.invoke_ms}
     if n == len(account.seqs):
-        kinds = kinds_of(faults.active_at(op.invoke_ms))
+        kinds = list(faults.kinds_at(op.invoke_ms))
         return {**base, "lag_ms": 0, "faults": kinds, "stale": False}, None
     committed_ms = account.committed_by_ms[n]
     if committed_ms == math.inf:
@@ -289,11 +299,10 @@ def _staleness(op: Op, d: dict, seq: int, account: _Account, faults: FaultIndex,
         return None, None
     t_c_ms = int(committed_ms)
     lag_ms = max(0, op.invoke_ms - t_c_ms)
+    assert seq < account.seqs[n], "the display misses an entry after the one it shows"
     overlapping = (faults.overlapping(t_c_ms, op.invoke_ms) if lag_ms
                    else list(faults.active_at(op.invoke_ms)))
-    if t_c_ms not in deadlines:
-        deadlines[t_c_ms] = deadline_ms(t_c_ms, faults.windows, config)
-    allowed_until_ms = max(deadlines[t_c_ms], resets.deadline_before(op.invoke_ms))
+    allowed_until_ms = max(allowance.deadline_ms(t_c_ms), resets.deadline_before(op.invoke_ms))
     stale = op.invoke_ms > allowed_until_ms
     record = {**base, "lag_ms": lag_ms, "faults": kinds_of(overlapping), "stale": stale}
     if not stale:
@@ -324,7 +333,7 @@ def _staleness(op: Op, d: dict, seq: int, account: _Account, faults: FaultIndex,
 
 # -- d. converged ---------------------------------------------------------------------------------
 
-def _divergence(op: Op, d: dict, account: _Account, conv_deadline_ms: float) -> _Case | None:
+def _divergence(op: Op, d: dict, account: AccountIndex, conv_deadline_ms: float) -> _Case | None:
     if not account.timeline:
         return None
     final = account.timeline[-1][1].view()
@@ -341,7 +350,7 @@ def _divergence(op: Op, d: dict, account: _Account, conv_deadline_ms: float) -> 
                  measure_ms=late_ms)
 
 
-def _unavailable(op: Op, account: _Account | None, conv_deadline_ms: float,
+def _unavailable(op: Op, account: AccountIndex | None, conv_deadline_ms: float,
                  windows: list[FaultWindow]) -> _Case:
     healed_ms = max([w.end_ms for w in windows if w.end_ms is not None] + [0])
     final = account.timeline[-1][1].view() if account and account.timeline else None
@@ -354,7 +363,7 @@ def _unavailable(op: Op, account: _Account | None, conv_deadline_ms: float,
 
 # -- findings -------------------------------------------------------------------------------------
 
-def _finding(views: HistoryViews, kind: str, account_id: str, cases: list[_Case]) -> Finding:
+def _finding(a: Analysis, kind: str, account_id: str, cases: list[_Case]) -> Finding:
     # One finding per property and account: the first read that broke it tells the story, the
     # count and the worst case tell how bad it got.
     first = cases[0]
@@ -375,9 +384,9 @@ def _finding(views: HistoryViews, kind: str, account_id: str, cases: list[_Case]
     if worst is not first and SEVERITY_RANK[worst.severity] < SEVERITY_RANK[first.severity]:
         words += (f"; worst at t={worst.op.invoke_ms} ms ({worst.severity}): "
                   f"{worst.words[0].lower()}{worst.words[1:]}")
-    return report(views, kind=kind, severity=severity, account_id=account_id,
+    return a.finding(kind=kind, severity=severity, account_id=account_id,
                   first_seen_ms=first.op.invoke_ms, expected=worst.expected, actual=worst.actual,
-                  explanation=words + ".", checker=CHECKER, faults_active=first.faults)
+                  explanation=words + ".", checker=NAME, faults_active=first.faults)
 
 
 def _view(d: dict) -> dict:

@@ -4,26 +4,23 @@ entry was allowed by the contract at its seq, with each due cure entry present a
 from __future__ import annotations
 
 from .. import contract, oracle
-from ..findings import Finding, fen, entry_words
-from ..history import History
-from . import (CheckConfig, HistoryViews, WriteGroup, clean_ledger, entries_by_account,
-               entry_owner, is_cure_entry, report, write_groups)
+from ..analysis import Analysis
+from ..entries import is_cure_entry
+from ..findings import Finding, entry_words, fen
+from ..write_groups import entry_owner
 
-CHECKER = "ledger"
+NAME = "ledger"
 EXAMPLES_MAX = 3
 
 
-def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:
-    entries, problems = clean_ledger(ledger)
-    views = HistoryViews(history)
-    findings = _structure(views, problems)
-    groups = write_groups(history)
-    for account_id, account_entries in entries_by_account(entries).items():
-        findings.extend(_rules(views, groups, account_id, account_entries))
+def check(a: Analysis) -> list[Finding]:
+    findings = _structure(a, a.problems)
+    for account_id, account in a.accounts.items():
+        findings.extend(_rules(a, account_id, account.entries))
     return findings
 
 
-def _structure(views: HistoryViews, problems: list[tuple[str, str, object]]) -> list[Finding]:
+def _structure(a: Analysis, problems: list[tuple[str, str, object]]) -> list[Finding]:
     # One finding per kind of malformation: a service that writes `at` wrongly does so on every
     # entry, and that is one bug.
     by_code: dict[str, list[tuple[str, object]]] = {}
@@ -34,29 +31,26 @@ def _structure(views: HistoryViews, problems: list[tuple[str, str, object]]) -> 
         words, entry = cases[0]
         account_id = entry.get("account_id") if isinstance(entry, dict) else None
         more = f"; {len(cases)} entries are malformed this way" if len(cases) > 1 else ""
-        findings.append(report(
-            views, kind="contract_violation", severity="major",
+        findings.append(a.finding(kind="contract_violation", severity="major",
             account_id=account_id if contract.is_id(account_id) else None, first_seen_ms=None,
-            expected=None, actual=[e for _, e in cases[:EXAMPLES_MAX]], checker=CHECKER,
+            expected=None, actual=[e for _, e in cases[:EXAMPLES_MAX]], checker=NAME,
             explanation=f"The ledger breaks the contract's entry format: {words}{more}. Such "
                         f"entries are left out of the rule checks."))
     return findings
 
 
-def _rules(views: HistoryViews, groups: dict[str, WriteGroup], account_id: str,
-           entries: list[dict]) -> list[Finding]:
+def _rules(a: Analysis, account_id: str, entries: list[dict]) -> list[Finding]:
     findings: list[Finding] = []
 
     def violation(entry: dict, severity: str, expected, words: str) -> None:
-        group, _ = entry_owner(entry["request_id"], groups)
+        group, _ = entry_owner(entry["request_id"], a.groups)
         when = ""
         seen_ms = None
         if group is not None:
             seen_ms = group.ack_ms if group.ack_ms is not None else group.first_invoke_ms
             when = f" (request sent at t={group.first_invoke_ms} ms)"
-        findings.append(report(
-            views, kind="ledger_rule_violation", severity=severity, account_id=account_id,
-            first_seen_ms=seen_ms, expected=expected, actual=entry, checker=CHECKER,
+        findings.append(a.finding(kind="ledger_rule_violation", severity=severity, account_id=account_id,
+            first_seen_ms=seen_ms, expected=expected, actual=entry, checker=NAME,
             explanation=f"Account {account_id!r}, ledger seq={entry['seq']} "
                         f"({entry_words(entry)}, request_id {entry['request_id']!r}){when}: {words}"))
 
@@ -65,7 +59,7 @@ def _rules(views: HistoryViews, groups: dict[str, WriteGroup], account_id: str,
     curing: dict | None = None  # the repay whose cure entry must come next
     for entry in entries:
         if curing is not None:
-            cure_id = curing["request_id"] + contract.CURE_SUFFIX
+            cure_id = contract.cure_request_id(curing["request_id"])
             due = curing
             curing = None
             if entry["request_id"] == cure_id:
@@ -94,14 +88,14 @@ def _rules(views: HistoryViews, groups: dict[str, WriteGroup], account_id: str,
                    f"did not clear an overdue balance (state before: {_state(state)}).")
             state = oracle.apply(state, entry)
             continue
+        assert opened and state is not None
         error = oracle.judge(state, entry["type"], oracle.entry_value(entry))
         if error is not None:
             severity = "critical" if entry["type"] == "draw" or error == "overpayment" else "major"
             violation(entry, severity, {"error": error}, _why(entry, state, error))
-        after = oracle.apply(state, entry)
-        if entry["type"] == "repay" and oracle.cure_due(state, after):
+        if oracle.cures(state, entry["type"], oracle.entry_value(entry)):
             curing = entry
-        state = after
+        state = oracle.apply(state, entry)
     if curing is not None:
         _missing_cure(violation, curing, state, None)
     return findings
@@ -110,7 +104,7 @@ def _rules(views: HistoryViews, groups: dict[str, WriteGroup], account_id: str,
 def _missing_cure(violation, repay: dict, state: oracle.State, instead: dict | None) -> None:
     follows = (f"the next entry is seq={instead['seq']} ({entry_words(instead)})" if instead
                else "no entry follows it")
-    violation(repay, "major", {"next_request_id": repay["request_id"] + contract.CURE_SUFFIX},
+    violation(repay, "major", {"next_request_id": contract.cure_request_id(repay["request_id"])},
            f"this repay cleared an overdue balance, so its cure entry (status 'active', reason "
            f"'cured') must follow in the same transaction, but {follows}: the fully repaid "
            f"account stays {state.status} and unusable.")

@@ -7,22 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import contract
+from ..analysis import Analysis
 from ..findings import Finding, fen
-from ..history import History, Op
-from . import (CheckConfig, HistoryViews, WriteGroup, account_timeline, clean_ledger,
-               entries_by_account, entry_owner, report, write_groups)
+from ..history import Op
+from ..write_groups import WriteGroup, entry_owner
 
-CHECKER = "writes"
+NAME = "writes"
 MONEY_KINDS = ("draw", "repay")
 MONEY_FIELDS = ("amount", "credit_line")
-# The entry fields a write's request fixes.
-REQUESTED_FIELDS = {
-    "open": ("product", "credit_line"),
-    "draw": ("amount",),
-    "repay": ("amount",),
-    "limit": ("credit_line", "reason"),
-    "status": ("status", "reason"),
-}
 # The rejections the contract allows for each write (the harness only sends well-formed ones).
 ALLOWED_ERRORS = {
     "open": ("exists",),
@@ -34,12 +26,11 @@ ALLOWED_ERRORS = {
 EXAMPLES_MAX = 3
 
 
-def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Finding]:
-    groups = write_groups(history)
-    views = HistoryViews(history)
+def check(a: Analysis) -> list[Finding]:
+    groups = a.groups
     entries_by_request: dict[str, list[dict]] = {}
     unsent: list[dict] = []
-    for entry in ledger:
+    for entry in a.ledger:
         # Malformed entries are the ledger checker's; an entry with a usable request_id still
         # counts here, so a garbled entry is not also called a lost write.
         if not isinstance(entry, dict) or type(entry.get("request_id")) is not str:
@@ -55,7 +46,7 @@ def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Fin
     problems: dict[tuple[str | None, str], list[tuple[Op, str]]] = {}
     for group in groups.values():
         entries = entries_by_request.get(group.request_id, [])
-        found = _presence(views, group, entries) + _mismatches(views, group, entries)
+        found = _presence(a, group, entries) + _mismatches(a, group, entries)
         if found:
             tainted.add(str(group.account_id))
             tainted.update(str(e.get("account_id")) for e in entries)
@@ -64,58 +55,61 @@ def check(history: History, ledger: list[dict], config: CheckConfig) -> list[Fin
             problems.setdefault((group.account_id, topic), []).append((op, words))
     # Accounts this run never touched belong to someone else sharing the target (an earlier
     # run, real data): their entries are not this history's to explain.
-    touched = {op.account_id for op in history.ops if op.account_id is not None}
     for entry in unsent:
-        if entry.get("account_id") in touched:
+        if entry.get("account_id") in a.touched:
             tainted.add(str(entry.get("account_id")))
-            findings.append(_unsent(views, entry))
-    findings.extend(_contract_findings(views, problems))
-    findings.extend(_conservation(views, ledger, groups, tainted))
+            findings.append(_unsent(a, entry))
+    findings.extend(_contract_findings(a, problems))
+    findings.extend(_conservation(a, tainted))
+    assert all(f.checker == NAME for f in findings)
     return findings
 
 
 # -- presence: exactly once, never, at most once --------------------------------------------------
 
-def _presence(views: HistoryViews, group: WriteGroup, entries: list[dict]) -> list[Finding]:
-    money = group.f in MONEY_KINDS
+def _presence(a: Analysis, group: WriteGroup, entries: list[dict]) -> list[Finding]:
+    if len(entries) == (group.status != "rejected"):  # the usual case: nothing to say
+        return []
+    money = group.kind in MONEY_KINDS
     what = _describe_write(group)
     seqs = ", ".join(f"seq={e.get('seq')}" for e in entries)
     if group.status == "acknowledged" and not entries:
         ok = next(op for op in group.attempts if op.outcome == "ok")
-        return [report(views, kind="lost_write", severity="critical", account_id=group.account_id,
+        return [a.finding(kind="lost_write", severity="critical", account_id=group.account_id,
                        first_seen_ms=ok.complete_ms, expected={"entries": 1}, actual={"entries": 0},
-                       checker=CHECKER, explanation=(
+                       checker=NAME, explanation=(
                            f"{what} was acknowledged (201) at t={ok.complete_ms} ms, but the "
                            f"ledger has no entry with request_id {group.request_id!r}: the user "
                            f"was told it happened and the books say it never did."))]
     if group.status == "rejected" and entries:
         last = group.attempts[-1]
-        return [report(views, kind="phantom_write", severity="critical" if money else "major",
+        return [a.finding(kind="phantom_write", severity="critical" if money else "major",
                        account_id=group.account_id, first_seen_ms=last.complete_ms,
                        expected={"entries": 0}, actual={"entries": len(entries)},
-                       checker=CHECKER, explanation=(
+                       checker=NAME, explanation=(
                            f"{what} was rejected with {last.http_status} "
                            f"{_error_code(last.response)!r} at t={last.complete_ms} ms, yet the "
                            f"ledger holds it ({seqs}): the user was told no, the books say yes."))]
     if len(entries) > 1:
         heard = {"acknowledged": "acknowledged", "unknown": "sent without a definite answer",
                  "rejected": "rejected"}[group.status]
-        return [report(views, kind="duplicate_write", severity="critical" if money else "major",
+        return [a.finding(kind="duplicate_write", severity="critical" if money else "major",
                        account_id=group.account_id, first_seen_ms=group.first.invoke_ms,
                        expected={"entries": 1}, actual={"entries": len(entries)},
-                       checker=CHECKER, explanation=(
+                       checker=NAME, explanation=(
                            f"{what} was {heard} ({len(group.attempts)} attempt(s) from "
                            f"t={group.first_invoke_ms} ms) and is in the ledger {len(entries)} "
                            f"times ({seqs}); one request_id must make at most one entry."))]
     return []
 
 
-def _mismatches(views: HistoryViews, group: WriteGroup, entries: list[dict]) -> list[Finding]:
+def _mismatches(a: Analysis, group: WriteGroup, entries: list[dict]) -> list[Finding]:
     if group.status == "rejected":
         return []
     request = group.first.request or {}
-    expected = {"account_id": group.account_id, "type": group.f}
-    expected.update({name: request.get(name) for name in REQUESTED_FIELDS.get(group.f, ())})
+    expected = {"account_id": group.account_id, "type": group.kind}
+    expected.update({name: request.get(name)
+                     for name in contract.ENTRY_FIELDS_BY_TYPE.get(group.kind, ())})
     findings = []
     for entry in entries:
         actual = {name: entry.get(name) for name in expected}
@@ -123,24 +117,23 @@ def _mismatches(views: HistoryViews, group: WriteGroup, entries: list[dict]) -> 
         if not wrong:
             continue
         money = any(name in MONEY_FIELDS for name in wrong) or (
-            "type" in wrong and {group.f, entry.get("type")} & set(MONEY_KINDS))
+            "type" in wrong and {group.kind, entry.get("type")} & set(MONEY_KINDS))
         details = "; ".join(f"{name} {_show(name, expected[name])} requested, "
                             f"{_show(name, actual[name])} recorded" for name in wrong)
-        findings.append(report(
-            views, kind="amount_mismatch", severity="critical" if money else "major",
+        findings.append(a.finding(kind="amount_mismatch", severity="critical" if money else "major",
             account_id=group.account_id, first_seen_ms=group.ack_ms or group.first.invoke_ms,
-            expected=expected, actual=actual, checker=CHECKER, explanation=(
+            expected=expected, actual=actual, checker=NAME, explanation=(
                 f"{_describe_write(group)} is in the ledger at seq={entry.get('seq')} but not "
                 f"as requested: {details}.")))
     return findings
 
 
-def _unsent(views: HistoryViews, entry: dict) -> Finding:
+def _unsent(a: Analysis, entry: dict) -> Finding:
     money = entry.get("type") in MONEY_KINDS
     amount = f" of {fen(entry['amount'])}" if type(entry.get("amount")) is int else ""
-    return report(views, kind="phantom_write", severity="critical" if money else "major",
+    return a.finding(kind="phantom_write", severity="critical" if money else "major",
                   account_id=entry.get("account_id"), first_seen_ms=None,
-                  expected=None, actual=entry, checker=CHECKER, explanation=(
+                  expected=None, actual=entry, checker=NAME, explanation=(
                       f"The ledger holds a {entry.get('type')} entry{amount} at seq="
                       f"{entry.get('seq')} on account {entry.get('account_id')!r} with request_id "
                       f"{entry.get('request_id')!r}, which the harness never sent: money or limit "
@@ -182,6 +175,9 @@ def _protocol(group: WriteGroup, entries: list[dict]) -> list[tuple[Op, str, str
 
 def _receipt_problem(op: Op, entries: list[dict]) -> str | None:
     body = op.response if isinstance(op.response, dict) else {}
+    if op.f != "open" and any(e.get("seq") == body.get("seq")
+                              and e.get("entry_id") == body.get("entry_id") for e in entries):
+        return None  # the usual case, decided without building anything
     # An open answers with the account's state; it only names its entry when it chooses to.
     names = [n for n in ("entry_id", "seq") if op.f != "open" or n in body]
     if not names:
@@ -211,7 +207,7 @@ def _idempotency(group: WriteGroup) -> list[tuple[Op, str, str]]:
     return []
 
 
-def _contract_findings(views: HistoryViews,
+def _contract_findings(a: Analysis,
                        problems: dict[tuple[str | None, str], list[tuple[Op, str]]],
                        ) -> list[Finding]:
     # Grouped per account and topic: a service that answers 200 to every write is one bug, not
@@ -220,27 +216,24 @@ def _contract_findings(views: HistoryViews,
     for (account_id, _topic), cases in problems.items():
         first_op, first_words = cases[0]
         more = f" ({len(cases)} such replies on this account in all)" if len(cases) > 1 else ""
-        findings.append(report(
-            views, kind="contract_violation", severity="major", account_id=account_id,
+        findings.append(a.finding(kind="contract_violation", severity="major", account_id=account_id,
             first_seen_ms=(first_op.complete_ms if first_op.complete_ms is not None
                            else first_op.invoke_ms),
             expected=None, actual=[words for _, words in cases[:EXAMPLES_MAX]],
-            checker=CHECKER, explanation=first_words + more + "."))
+            checker=NAME, explanation=first_words + more + "."))
     return findings
 
 
 # -- money conservation ---------------------------------------------------------------------------
 
-def _conservation(views: HistoryViews, ledger: list[dict], groups: dict[str, WriteGroup],
-                  tainted: set[str]) -> list[Finding]:
-    good, problems = clean_ledger(ledger)
-    malformed_accounts = {str(e.get("account_id")) for _, _, e in problems if isinstance(e, dict)}
-    per_account = entries_by_account(good)
+def _conservation(a: Analysis, tainted: set[str]) -> list[Finding]:
+    malformed_accounts = {str(e.get("account_id")) for _, _, e in a.problems
+                          if isinstance(e, dict)}
     drawn: dict[str, int] = {}
     repaid: dict[str, int] = {}
     undecided: set[str] = set()
-    for group in groups.values():
-        if group.f not in MONEY_KINDS:
+    for group in a.groups.values():
+        if group.kind not in MONEY_KINDS:
             continue
         account = str(group.account_id)
         if group.status == "unknown":
@@ -250,21 +243,20 @@ def _conservation(views: HistoryViews, ledger: list[dict], groups: dict[str, Wri
             if type(amount) is not int:
                 undecided.add(account)
                 continue
-            sums = drawn if group.f == "draw" else repaid
+            sums = drawn if group.kind == "draw" else repaid
             sums[account] = sums.get(account, 0) + amount
     findings = []
     for account in sorted(set(drawn) | set(repaid)):
         if account in undecided or account in tainted or account in malformed_accounts:
             continue
         expected = drawn.get(account, 0) - repaid.get(account, 0)
-        timeline = account_timeline(per_account.get(account, []))
+        timeline = a.account(account).timeline
         actual = timeline[-1][1].outstanding if timeline else 0
         if expected == actual:
             continue
-        findings.append(report(
-            views, kind="ledger_rule_violation", severity="critical", account_id=account,
+        findings.append(a.finding(kind="ledger_rule_violation", severity="critical", account_id=account,
             first_seen_ms=None, expected={"outstanding": expected}, actual={"outstanding": actual},
-            checker=CHECKER, explanation=(
+            checker=NAME, explanation=(
                 f"Account {account!r}: the acknowledged draws ({fen(drawn.get(account, 0))}) "
                 f"minus the acknowledged repayments ({fen(repaid.get(account, 0))}) come to "
                 f"{fen(expected)} outstanding, with no write of unknown outcome, but the "
@@ -276,15 +268,15 @@ def _conservation(views: HistoryViews, ledger: list[dict], groups: dict[str, Wri
 
 def _describe_write(group: WriteGroup) -> str:
     request = group.first.request or {}
-    if group.f in MONEY_KINDS:
+    if group.kind in MONEY_KINDS:
         detail = f" of {fen(request.get('amount'))}"
-    elif group.f == "open":
+    elif group.kind == "open":
         detail = f" with a credit line of {fen(request.get('credit_line'))}"
-    elif group.f == "limit":
+    elif group.kind == "limit":
         detail = f" to {fen(request.get('credit_line'))}"
     else:
         detail = f" to {request.get('status')!r}"
-    return (f"The {group.f}{detail} on account {group.account_id!r} "
+    return (f"The {group.kind}{detail} on account {group.account_id!r} "
             f"(request_id {group.request_id!r})")
 
 

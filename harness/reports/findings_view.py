@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from ..findings import SEVERITIES
+from ..checkers import REGISTRY
+from ..findings import SEVERITIES, SEVERITY_RANK, severity_counts as _severity_counts
 
-# The checkers of DESIGN.md, in the order a reader meets them; each gets a JUnit testcase even
-# when it found nothing, so a CI test tab shows what was checked, not only what failed.
-CHECKERS = ("writes", "ledger", "rejections", "display", "availability")
-_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+# Each checker gets a JUnit testcase even when it found nothing, so a CI test tab shows what
+# was checked, not only what failed.
+CHECKERS = tuple(REGISTRY)
 
 
 def severity_rank(finding: dict) -> int:
-    return _RANK.get(finding.get("severity"), len(_RANK))
+    return SEVERITY_RANK.get(finding.get("severity"), len(SEVERITIES))
 
 
 def ordered(findings: Iterable[dict]) -> list[dict]:
@@ -37,9 +37,7 @@ def by_severity(findings: Iterable[dict]) -> dict[str, list[dict]]:
 
 def severity_counts(findings: Iterable[dict]) -> str:
     """'2 critical, 1 major' (worst first), or 'none'."""
-    counts = Counter(str(f.get("severity")) for f in findings)
-    ranked = sorted(counts.items(), key=lambda item: _RANK.get(item[0], len(_RANK)))
-    return ", ".join(f"{n} {severity}" for severity, n in ranked) or "none"
+    return _severity_counts(str(f.get("severity")) for f in findings)
 
 
 def kind_counts(findings: Iterable[dict]) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import orjson
 
 from ..findings import fen
-from ..history import History, Op
+from ..history import History
 from . import svg
 from .findings_view import (account, by_severity, first_seen, one_line, ordered,
                             severity_counts)
@@ -35,7 +35,7 @@ def render(report: dict, history: History | None = None) -> str:
         _facts(report),
         _replay(report.get("replay")),
         _findings(findings),
-        _timelines(findings, history),
+        _timelines(report, findings, history),
         _lag(stats),
         _coverage(stats.get("coverage")),
         _ops(stats.get("ops")),
@@ -219,12 +219,12 @@ def _brief_table(findings: list[dict]) -> str:
 
 # -- timelines ------------------------------------------------------------------------------
 
-def _timelines(findings: list[dict], history: History | None) -> str:
+def _timelines(report: dict, findings: list[dict], history: History | None) -> str:
     accounts = _accounts_to_draw(findings)
     if not accounts:
         return ""
     ops_by_account = _ops_by_account(accounts, findings, history)
-    windows = _windows(findings, history)
+    windows = _windows(report, history)
     scale = _scale(ops_by_account, findings, history)
     phases = _phase_marks(history)
     source = ("the full history" if history is not None
@@ -266,24 +266,15 @@ def _slice_ops(findings: list[dict]) -> Iterable[dict]:
                 yield op
 
 
-def _windows(findings: list[dict], history: History | None) -> list[svg.Window]:
-    if history is None:
-        history = _history_from_slices(findings)
-    return [svg.Window(w.kind, w.describe(), w.start_ms, w.end_ms)
-            for w in history.fault_windows()]
-
-
-def _history_from_slices(findings: list[dict]) -> History:
-    """The fault ops the slices happen to carry, as a History, so fault_windows() can pair
-    injections with removals. Partial by nature: a fault injected before every slice is missed."""
-    by_index: dict[int, Op] = {}
-    for op in _slice_ops(findings):
-        if op.get("f") in ("fault_add", "fault_remove") and isinstance(op.get("index"), int):
-            try:
-                by_index[op["index"]] = Op(**{"account_id": None, "request": None, **op})
-            except TypeError:  # a slice from a newer or foreign format: skip, never crash
-                continue
-    return History(ops=[by_index[i] for i in sorted(by_index)])
+def _windows(report: dict, history: History | None) -> list[svg.Window]:
+    if history is not None:
+        return [svg.Window(w.kind, w.describe(), w.start_ms, w.end_ms)
+                for w in history.fault_windows()]
+    stored = (report.get("stats") or {}).get("fault_windows")
+    return [svg.Window(str(w.get("kind")), str(w.get("label")), w["start_ms"], w.get("end_ms"))
+            for w in (stored if isinstance(stored, list) else [])
+            if isinstance(w, dict) and isinstance(w.get("start_ms"), (int, float))
+            and isinstance(w.get("end_ms"), (int, float, type(None)))]
 
 
 def _scale(ops_by_account: dict[str, list[dict]], findings: list[dict],

@@ -1,4 +1,4 @@
-"""report.json: the machine-readable whole of a run, and reading it back for `gate` and `report`.
+"""report.json: the machine-readable whole of a run, and reading it back for `gate` and `replay`.
 
 Written as is (the caller owns its shape); read back with enough validation that a later command
 fails with one clear line instead of a KeyError deep inside a renderer.

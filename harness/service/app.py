@@ -63,15 +63,19 @@ def _answer(service, scope, raw: bytes):
     """(status, body) for one request; synchronous, so no other request interleaves with it."""
     method, path = scope["method"], _path(scope)
     try:
+        try:
+            found = route(method, path)  # once per request: the core dispatches on it
+        except BadRequest as exc:  # a known route with a malformed id in its path
+            return 400, error_body("bad_request", str(exc))
         parsed = None
         if method == "POST":
             try:
                 parsed = _parse_json(raw)
             except BadRequest as exc:
-                # An unknown route stays a 404 whatever its body; the core answers that below.
-                if _route_known(method, path):
+                # An unknown route stays a 404 whatever its body; the core answers that.
+                if found[0] is not None:
                     return 400, error_body("bad_request", str(exc))
-        return service.call(method, path, parsed, _parse_query(scope["query_string"]))
+        return service.dispatch(found, method, path, parsed, _parse_query(scope["query_string"]))
     except Exception as exc:  # the server must outlive a bug in one request
         detail = _one_line(f"{type(exc).__name__}: {exc}")
         _log(f"internal error answering {method} {path}: {detail}")
@@ -138,13 +142,6 @@ def _parse_query(query_string: bytes) -> dict[str, str]:
         return {}
     pairs = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
     return {name: values[-1] for name, values in pairs.items()}
-
-
-def _route_known(method: str, path: str) -> bool:
-    try:
-        return route(method, path)[0] is not None
-    except BadRequest:
-        return True  # a known route with a malformed id in its path: a 400 either way
 
 
 async def _respond(send, status: int, body) -> None:

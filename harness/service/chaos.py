@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..contract import BadRequest
+
 ACTIVE_FAULTS_MAX = 1000  # a bound on the set, so a runaway client cannot grow it forever
 
 
@@ -25,7 +27,7 @@ class FaultSet:
 
     def add(self, fault: dict) -> dict:
         if len(self.active) >= ACTIVE_FAULTS_MAX:
-            raise OverflowError(f"at most {ACTIVE_FAULTS_MAX} active faults")
+            raise BadRequest(f"at most {ACTIVE_FAULTS_MAX} active faults; remove some first")
         fault = {"fault_id": self.new_id(), **fault}
         self.active[fault["fault_id"]] = fault
         self._derive()

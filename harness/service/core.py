@@ -2,8 +2,9 @@
 method calls that take time from an injected clock. The HTTP edge (`app.py`) and the embedded
 target both call `LimitService.call`, so they run the very same code.
 
-Every handler returns `(status, body)`; 400s raise `contract.BadRequest` and are answered (and
-never remembered) by `call`.
+Every handler returns an `Answer`, `(status, body)`; 400s raise `contract.BadRequest` and are
+answered (and never remembered) by `dispatch`. Seeded bugs (bugs.py) are chosen when the service
+is built: each replaces one of the hooks named in `__init__`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from ..oracle import VALUE_FIELD, State
 from . import bugs as bug_catalogue
 from .chaos import FaultSet
 from .events import Event, EventPipe
-from .projector import ANTI_ENTROPY_EVERY_MS, REPAIR_GRACE_MS, REPAIR_NOW_MS, Projector
-from .routes import route
+from .projector import REPAIR_GRACE_MS, Projector
+from .routes import Route, route
 from .storage import LedgerStore
 
-Reply = tuple[int, dict | None]
+Answer = tuple[int, dict | None]
 # One entry to commit, before the ledger gives it a seq and a time: (account_id, type, its
 # oracle.VALUE_FIELD, its other fields or None, request_id). A plain tuple, not a NamedTuple:
 # one is built per write, and a NamedTuple's constructor is a Python-level call.
@@ -38,20 +39,30 @@ class ServiceConfig:
     seed: int = 0
 
 
+def _judge_by_ledger(account_id: str, state: State, kind: str, value) -> str | None:
+    return oracle.judge(state, kind, value)
+
+
 class LimitService:
     def __init__(self, store: LedgerStore, clock, config: ServiceConfig = ServiceConfig(),
                  bugs=()) -> None:
         self.store = store
         self.clock = clock
         self.config = config
-        self.bugs = bug_catalogue.check(bugs)
         self.states: dict[str, State] = {}
-        self.tail: dict[str, int] = {}  # last seq per account
+        self.tail: dict[str, int] = {}  # last seq per account: each event's prev_seq
         self.seq = 0
         self.faults = FaultSet()
         self.pipe = EventPipe(self.faults, random.Random(config.seed), config.sync_lag_ms)
-        self.projector = Projector(self.tail, store.account_entries, self.bugs)
+        self.projector = Projector(store.account_entries)
         self.writes = self.reads = self.delivered = 0
+        # Hooks a seeded bug may replace (bugs.py); these are the correct behaviours. A
+        # remembered answer, per write kind; the acceptance rules; the cure rule.
+        self.recall_for = {kind: store.recall for kind in contract.WRITE_KINDS}
+        self.judge = _judge_by_ledger
+        self.cures = oracle.cures
+        self.bugs = bug_catalogue.check(bugs)
+        bug_catalogue.install(self, self.bugs)
         self._recover()
 
     def _recover(self) -> None:
@@ -61,8 +72,8 @@ class LimitService:
                 self.states.get(entry["account_id"]), entry)
             self.tail[entry["account_id"]] = entry["seq"]
             self.seq = entry["seq"]
-        for account_id in self.tail:
-            self.projector.behind[account_id] = (REPAIR_NOW_MS, 0)
+        for account_id, last_seq in self.tail.items():
+            self.projector.note_recovered(account_id, last_seq)
 
     # -- time ------------------------------------------------------------------------------
     def advance(self, now_ms: int | None = None) -> int:
@@ -74,35 +85,39 @@ class LimitService:
         deliver = projector.deliver
         for event in events:
             deliver(event, now_ms)
-        delivered = len(events)
-        if now_ms >= projector.next_anti_entropy_ms:
-            projector.next_anti_entropy_ms = now_ms + ANTI_ENTROPY_EVERY_MS
-            if not self.faults.paused:  # pause_sync: nothing reaches the read model
-                late_ms = self.config.sync_lag_ms + self.faults.delay_ms + REPAIR_GRACE_MS
-                projector.anti_entropy(now_ms, late_ms)
-        projector.maybe_snapshot(now_ms)
-        self.delivered += delivered
-        return delivered
+        late_ms = self.config.sync_lag_ms + self.faults.delay_ms + REPAIR_GRACE_MS
+        projector.tick(now_ms, late_ms, self.faults.paused)
+        self.delivered += len(events)
+        return len(events)
 
     def next_wakeup_ms(self) -> int:
         """When `advance` next has something to do."""
         due = self.pipe.next_due_ms()
-        wake = min(self.projector.next_anti_entropy_ms, self.projector.next_snapshot_ms)
+        wake = self.projector.next_wakeup_ms()
         return wake if due is None else min(due, wake)
 
     # -- the one entry point -----------------------------------------------------------------
-    def call(self, method: str, path: str, body=None, query: dict[str, str] | None = None) -> Reply:
+    def call(self, method: str, path: str, body=None, query: dict[str, str] | None = None) -> Answer:
         """Answer one request; `body` is already-parsed JSON (or None)."""
         try:
-            handler, path_id = route(method, path)
-            if handler is None:
-                return 404, error_body("not_found", f"no route {method} {path}")
+            found = route(method, path)
+        except BadRequest as exc:
+            return 400, error_body("bad_request", str(exc))
+        return self.dispatch(found, method, path, body, query)
+
+    def dispatch(self, found: Route, method: str, path: str, body=None,
+                 query: dict[str, str] | None = None) -> Answer:
+        """Answer one request whose route is already resolved (`routes.route`)."""
+        handler, path_id = found
+        if handler is None:
+            return 404, error_body("not_found", f"no route {method} {path}")
+        try:
             return handler(self, path_id, body, query)
         except BadRequest as exc:
             return 400, error_body("bad_request", str(exc))
 
     # -- writes ----------------------------------------------------------------------------
-    def open_account(self, body) -> Reply:
+    def open_account(self, body) -> Answer:
         req = contract.parse_open(body)
         account_id, request_id = req["account_id"], req["request_id"]
         remembered = self.store.recall(request_id)
@@ -115,71 +130,50 @@ class LimitService:
         return self._commit(request_id, [change], {"account_id": account_id,
                                                    "product": req["product"], **state.view()})
 
-    def draw(self, account_id: str, body) -> Reply:
+    def draw(self, account_id: str, body) -> Answer:
         req = contract.parse_amount(body)
         return self._write(account_id, "draw", req["amount"], req["request_id"])
 
-    def repay(self, account_id: str, body) -> Reply:
+    def repay(self, account_id: str, body) -> Answer:
         req = contract.parse_amount(body)
         return self._write(account_id, "repay", req["amount"], req["request_id"])
 
-    def set_limit(self, account_id: str, body) -> Reply:
+    def set_limit(self, account_id: str, body) -> Answer:
         req = contract.parse_limit(body)
         return self._write(account_id, "limit", req["credit_line"], req["request_id"],
                            req["reason"])
 
-    def set_status(self, account_id: str, body) -> Reply:
+    def set_status(self, account_id: str, body) -> Answer:
         req = contract.parse_status(body)
         return self._write(account_id, "status", req["status"], req["request_id"], req["reason"])
 
     def _write(self, account_id: str, kind: str, value, request_id: str,
-               reason: str | None = None) -> Reply:
-        bugs = self.bugs
-        if not (bugs and kind == "draw" and "retry_duplicates_draw" in bugs):
-            remembered = self.store.recall(request_id)
-            if remembered is not None:
-                return remembered
+               reason: str | None = None) -> Answer:
+        remembered = self.recall_for[kind](request_id)
+        if remembered is not None:
+            return remembered
         state = self.states.get(account_id)
         if state is None:
             return self._refuse(request_id, "not_found", f"no account {account_id}")
-        error = (self._judge(account_id, state, kind, value) if bugs
-                 else oracle.judge(state, kind, value))
+        error = self.judge(account_id, state, kind, value)
         if error is not None:
             return self._refuse(request_id, error, _detail(error, state, value))
         change = (account_id, kind, value, None if reason is None else {"reason": reason},
                   request_id)
-        if (kind == "repay" and state.status == "overdue" and value == state.outstanding
-                and "no_cure" not in bugs):
-            # oracle.cure_due, decided before the commit so both entries share its transaction.
-            assert oracle.cure_due(state, oracle.step(state, kind, value))
+        # Decided before the commit, so the repay and its cure share one transaction.
+        if kind == "repay" and self.cures(state, kind, value):
             cure = (account_id, "status", "active", {"reason": contract.CURE_REASON},
-                    request_id + contract.CURE_SUFFIX)
+                    contract.cure_request_id(request_id))
             return self._commit(request_id, [change, cure])
         return self._commit(request_id, [change])
 
-    def _judge(self, account_id: str, state: State, kind: str, value) -> str | None:
-        bugs = self.bugs
-        if bugs:
-            if kind == "draw" and "draw_against_display" in bugs:
-                shown = self.projector.display(account_id)
-                if shown is not None:
-                    state = State(shown["credit_line"], shown["outstanding"], shown["status"])
-            if kind == "draw" and "frozen_draw_allowed" in bugs and state.status == "frozen":
-                state = state._replace(status="active")
-            if kind == "draw" and "exact_available_rejected" in bugs and value == state.available:
-                return "insufficient_limit"
-            if kind == "repay" and "overpay_accepted" in bugs and state.status != "closed":
-                return None
-            if kind == "status" and "close_with_balance" in bugs:
-                return None
-        return oracle.judge(state, kind, value)
-
-    def _refuse(self, request_id: str, code: str, detail: str) -> Reply:
+    def _refuse(self, request_id: str, code: str, detail: str) -> Answer:
         status, body = contract.ERRORS[code], error_body(code, detail)
+        assert 400 < status < 500, code  # a 400 is never remembered; nothing else is refused
         self.store.commit([], request_id, status, body)
         return status, body
 
-    def _commit(self, request_id: str, changes: list[Change], body: dict | None = None) -> Reply:
+    def _commit(self, request_id: str, changes: list[Change], body: dict | None = None) -> Answer:
         """Append the changes as entries; answer `body` (default: nothing) plus the first
         entry's `entry_id` and `seq`."""
         assert changes
@@ -211,12 +205,13 @@ class LimitService:
             note_commit(account_id, seq, now_ms)
             publish(_new(Event, (seq, account_id, prev_seq, kind, value)), now_ms)
         assert seq == entries[-1]["seq"]
+        assert states[changes[0][0]].outstanding >= 0 or self.bugs, "an accepted write overdrew"
         self.seq = seq
         self.writes += 1
         return 201, answer
 
     # -- reads -----------------------------------------------------------------------------
-    def display(self, account_id: str) -> Reply:
+    def display(self, account_id: str) -> Answer:
         self.reads += 1
         if account_id not in self.states:
             return 404, error_body("not_found", f"no account {account_id}")
@@ -226,32 +221,29 @@ class LimitService:
                                    "the display is being rebuilt; retry shortly")
         return 200, shown
 
-    def ledger_page(self, query: dict[str, str] | None) -> Reply:
+    def ledger_page(self, query: dict[str, str] | None) -> Answer:
         after_seq, limit = contract.parse_ledger_query(query or {})
         # Stores keep seq as int64; nothing lies beyond it, and asking a store would overflow.
         entries = self.store.page(after_seq, limit) if after_seq < SEQ_MAX else []
         return 200, {"entries": entries,
                      "next_seq": entries[-1]["seq"] if entries else after_seq}
 
-    def sync(self) -> Reply:
+    def sync(self) -> Answer:
         applied = max(0, self.projector.applied_seq(self.seq))
         return 200, {"ledger_seq": self.seq, "applied_seq": min(applied, self.seq)}
 
     # -- chaos -----------------------------------------------------------------------------
-    def chaos_status(self) -> Reply:
+    def chaos_status(self) -> Answer:
         return 200, {"supported": list(contract.FAULT_KINDS), "active": self.faults.listed()}
 
-    def chaos_add(self, body) -> Reply:
+    def chaos_add(self, body) -> Answer:
         fault = contract.parse_fault(body)
         if fault["kind"] == "maintenance_reset":
             self.projector.reset(fault["mode"], self.clock.now_ms())
             return 201, {"fault_id": self.faults.new_id(), **fault}
-        try:
-            return 201, self.faults.add(fault)
-        except OverflowError as exc:
-            raise BadRequest(str(exc)) from None
+        return 201, self.faults.add(fault)
 
-    def chaos_remove(self, fault_id: str | None) -> Reply:
+    def chaos_remove(self, fault_id: str | None) -> Answer:
         if fault_id is None:
             self.faults.clear()
             return 204, None

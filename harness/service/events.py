@@ -50,6 +50,7 @@ class EventPipe:
         return len(self._fifo) + len(self._heap) + len(self._held)
 
     def publish(self, event: Event, now_ms: int) -> None:
+        assert event.prev_seq is None or event.prev_seq < event.seq, event
         self.published += 1
         faults = self.faults
         if not faults.active:  # the common case, kept short: no dice, no reorder buffer

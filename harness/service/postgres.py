@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from ..contract import ENTRY_COLUMNS
 from ..errors import UsageError
 
 try:  # psycopg is an optional dependency (the `test` extra); `open_ledger` reports its absence
@@ -29,8 +30,6 @@ except ImportError:  # pragma: no cover - exercised only where psycopg is not in
 
 DEFAULT_SCHEMA = "limit_harness"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
-ENTRY_COLUMNS = ("seq", "entry_id", "request_id", "account_id", "type", "at",
-                 "product", "credit_line", "amount", "status", "reason")
 ENTRIES_BATCH = 5000  # rows per round trip when `entries` streams the whole ledger
 CONNECT_TIMEOUT_S = 5
 

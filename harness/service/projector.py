@@ -4,7 +4,11 @@ The correct projector applies an event only when it is the next one for its acco
 `prev_seq` is the row's `as_of_seq`), ignores duplicates, holds early events until the gap
 fills, and runs anti-entropy: an account whose display is behind the ledger for longer than the
 pipeline can explain is rebuilt from the ledger. That is what lets it survive every fault kind
-with an honest `as_of_seq`. The seeded bugs are small deviations of exactly this code.
+with an honest `as_of_seq`. The seeded bugs (bugs.py) replace its hooks: `deliver`, `change`,
+`on_old_event`, `anti_entropy`, `reset` and `display`.
+
+It learns what the ledger holds only from `note_commit` (and `note_recovered` at start), and
+keeps its own schedule of repairs and snapshots: the core tells it the time and the faults.
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, NamedTuple
 
-from .. import oracle
-from ..oracle import State, step
+from ..oracle import VALUE_FIELD, State, step
 from .events import Event
 
 PENDING_MAX = 1000  # early events held per account; past this we drop them and rebuild instead
@@ -35,12 +38,10 @@ class Row(NamedTuple):
 
 
 class Projector:
-    def __init__(self, tail: dict[str, int], read_account: Callable[[str, int], list[dict]],
-                 bugs: frozenset[str] = frozenset()) -> None:
-        # `tail` is the ledger's last seq per account, owned by the core; read-only here.
-        self.tail = tail
+    def __init__(self, read_account: Callable[[str, int], list[dict]]) -> None:
         self.read_account = read_account
-        self.bugs = bugs
+        # The ledger's last seq per account, as `note_commit` told it.
+        self.tail: dict[str, int] = {}
         self.rows: dict[str, Row] = {}
         self.pending: dict[str, dict[int, Event]] = {}
         # Accounts whose display is behind the ledger: since when, and the first seq missing.
@@ -52,9 +53,13 @@ class Projector:
         self.next_snapshot_ms = SNAPSHOT_EVERY_MS
         self.next_anti_entropy_ms = ANTI_ENTROPY_EVERY_MS
         self.applied = self.repairs = 0
+        # Hooks a seeded bug may replace (bugs.py); these are the correct behaviours.
+        self.change: Callable[[State | None, str, int | str], State] = step
 
     # -- the write side tells us what the ledger has ------------------------------------------
     def note_commit(self, account_id: str, seq: int, now_ms: int) -> None:
+        assert seq > self.tail.get(account_id, 0), "the ledger's seq only grows"
+        self.tail[account_id] = seq
         waiting = self.unapplied.get(account_id)
         if waiting is None:  # not setdefault: that would build a deque on every commit
             waiting = self.unapplied[account_id] = deque()
@@ -63,17 +68,33 @@ class Projector:
         if account_id not in self.behind:
             self.behind[account_id] = (now_ms, seq)
 
+    def note_recovered(self, account_id: str, last_seq: int) -> None:
+        """An account the ledger held when the service started: its display must be rebuilt."""
+        self.tail[account_id] = last_seq
+        self.behind[account_id] = _DUE_NOW
+
+    # -- time ------------------------------------------------------------------------------
+    def tick(self, now_ms: int, late_ms: int, paused: bool) -> None:
+        """The periodic jobs: anti-entropy (unless sync is paused: nothing reaches the read
+        model then) and snapshots."""
+        if now_ms >= self.next_anti_entropy_ms:
+            self.next_anti_entropy_ms = now_ms + ANTI_ENTROPY_EVERY_MS
+            if not paused:
+                self.anti_entropy(now_ms, late_ms)
+        if now_ms >= self.next_snapshot_ms:
+            self.snapshot = dict(self.rows)  # rows are immutable tuples: a shallow copy is a copy
+            self.next_snapshot_ms = now_ms + SNAPSHOT_EVERY_MS
+
+    def next_wakeup_ms(self) -> int:
+        return min(self.next_anti_entropy_ms, self.next_snapshot_ms)
+
     # -- events ----------------------------------------------------------------------------
     def deliver(self, event: Event, now_ms: int) -> None:
-        bugs = self.bugs
-        if bugs and "reorder_blind" in bugs:
-            return self._deliver_blind(event)
         seq, account_id, prev_seq, _, _ = event
         row = self.rows.get(account_id)
         as_of = None if row is None else row[1]
         if as_of is not None and seq <= as_of:
-            if "apply_duplicates" in bugs:
-                self.rows[account_id] = Row(self._step(row.state, event), as_of)
+            self.on_old_event(account_id, row, event)
             return
         if prev_seq == as_of and (row is not None or prev_seq is None):
             self._advance(account_id, row, event)
@@ -87,29 +108,16 @@ class Projector:
         if account_id not in self.behind:
             self.behind[account_id] = (now_ms, seq)
 
-    def _deliver_blind(self, event: Event) -> None:
-        # The bug: trust arrival order. Anything newer than the watermark is applied on top and
-        # moves the watermark, so a late older event is skipped although the watermark covers it.
-        row = self.rows.get(event.account_id)
-        if row is None:
-            if event.kind == "open":
-                self.rows[event.account_id] = Row(self._step(None, event), event.seq)
-            return
-        if row.as_of_seq is None or event.seq > row.as_of_seq:
-            self.rows[event.account_id] = Row(self._step(row.state, event), event.seq)
-            self.applied += 1
-            self._settle(event.account_id, event.seq)
+    def on_old_event(self, account_id: str, row: Row, event: Event) -> None:
+        """A duplicate, or an event the row already reflects: applied at most once, so ignored."""
 
     def _advance(self, account_id: str, row: Row | None, event: Event) -> None:
         seq = event.seq
-        state = None if row is None else row[0]
-        if self.bugs:
-            state = self._change(state, event.kind, event.value)
-        else:
-            state = step(state, event.kind, event.value)
+        assert row is None or row[1] is None or seq > row[1], "an event is applied at most once"
+        state = self.change(None if row is None else row[0], event.kind, event.value)
         self.rows[account_id] = _new(Row, (state, seq))
         self.applied += 1
-        self._settle(account_id, seq)
+        self.settle(account_id, seq)
 
     def _drain(self, account_id: str) -> None:
         held = self.pending.get(account_id)
@@ -124,10 +132,11 @@ class Projector:
         if held is not None and not held:
             del self.pending[account_id]
 
-    def _settle(self, account_id: str, as_of_seq: int) -> None:
+    def settle(self, account_id: str, as_of_seq: int) -> None:
         """The row now shows `as_of_seq`: the account is no longer behind, or is behind from
         a later first missing entry."""
         tail_seq = self.tail.get(account_id)
+        assert tail_seq is None or as_of_seq <= tail_seq, "a display ahead of its ledger"
         waiting = self.unapplied.get(account_id)
         if tail_seq is not None and as_of_seq >= tail_seq:
             self.behind.pop(account_id, None)
@@ -149,24 +158,9 @@ class Projector:
                 seq, commit_ms = waiting[0]
                 behind[account_id] = (commit_ms, seq)
 
-    def _step(self, state: State | None, event: Event) -> State:
-        return self._change(state, event.kind, event.value)
-
-    def _apply(self, state: State | None, entry: dict) -> State:
-        kind = entry["type"]
-        return self._change(state, kind, entry[oracle.VALUE_FIELD[kind]])
-
-    def _change(self, state: State | None, kind: str, value) -> State:
-        if ("limit_cut_hidden" in self.bugs and state is not None and kind == "limit"
-                and value < state.credit_line):
-            return state
-        return step(state, kind, value)
-
     # -- anti-entropy and maintenance --------------------------------------------------------
     def anti_entropy(self, now_ms: int, late_ms: int) -> int:
         """Rebuild every account that has been behind for more than `late_ms`."""
-        if "no_gap_repair" in self.bugs:
-            return 0
         stale = [a for a, (since_ms, _) in self.behind.items() if now_ms - since_ms >= late_ms]
         for account_id in stale:
             self.rebuild(account_id)
@@ -183,40 +177,23 @@ class Projector:
         self.unapplied.pop(account_id, None)
         if not entries:
             return
+        assert all(a["seq"] < b["seq"] for a, b in zip(entries, entries[1:]))
         state = start.state if start else None
+        change = self.change
         for entry in entries:
-            state = self._apply(state, entry)
+            kind = entry["type"]
+            state = change(state, kind, entry[VALUE_FIELD[kind]])
+        assert start is None or entries[0]["seq"] > start.as_of_seq
         self.rows[account_id] = Row(state, entries[-1]["seq"])
         self.repairs += 1
-
-    def maybe_snapshot(self, now_ms: int) -> None:
-        if now_ms >= self.next_snapshot_ms:
-            self.snapshot = dict(self.rows)  # rows are immutable tuples: a shallow copy is a copy
-            self.next_snapshot_ms = now_ms + SNAPSHOT_EVERY_MS
 
     def reset(self, mode: str, now_ms: int) -> None:
         """A botched maintenance: the read model is wiped or rolled back to the last snapshot."""
         assert mode in ("clear", "snapshot")
-        accounts = list(self.tail)
-        current = self.rows
         self.pending.clear()
-        if mode == "clear" and "reset_shows_zero" in self.bugs:
-            # The bug: an empty row renders as a zero limit, and nothing marks it for rebuild.
-            self.rows = {a: Row(ZERO, None) for a in accounts}
-            self.behind.clear()
-            return
-        if mode == "clear":
-            self.rows = {}
-        elif "snapshot_keeps_watermark" in self.bugs:
-            # The bug: old numbers under today's watermark, so the repair job sees nothing to do.
-            self.rows = {a: Row(self.snapshot[a].state, current[a].as_of_seq)
-                         for a in self.snapshot if a in current}
-            self.behind = {a: (now_ms, 0) for a in accounts if a not in self.rows}
-            return
-        else:
-            self.rows = dict(self.snapshot)
+        self.rows = {} if mode == "clear" else dict(self.snapshot)
         # Every account must be checked against the ledger; due at the next anti-entropy pass.
-        self.behind = {a: (REPAIR_NOW_MS, 0) for a in accounts}
+        self.behind = {a: _DUE_NOW for a in self.tail}
 
     # -- reads -----------------------------------------------------------------------------
     def display(self, account_id: str) -> dict | None:
@@ -224,10 +201,9 @@ class Projector:
         row = self.rows.get(account_id)
         if row is None:
             return None
+        assert row.as_of_seq is None or row.as_of_seq <= self.tail[account_id], \
+            "a display ahead of its ledger"
         view = row.state.view()
-        if "negative_available" in self.bugs and row.state.status == "active":
-            view["available"] = row.state.credit_line - row.state.outstanding
-            view["usable"] = view["available"] > 0
         view["account_id"] = account_id
         view["as_of_seq"] = row.as_of_seq
         return view

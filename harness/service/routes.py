@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from ..contract import BadRequest, is_id
+
+# (handler, the id in the path or None); (None, None) for a route the contract does not have.
+Route = tuple[Callable[..., Any] | None, str | None]
 
 
 # Every handler takes (service, path id or None, body, query), positionally: `call` runs one per
@@ -67,11 +72,11 @@ _FIXED = {
 }
 
 
-_CACHE: dict[tuple[str, str], tuple] = {}
+_CACHE: dict[tuple[str, str], Route] = {}
 CACHE_MAX = 65_536  # routes seen recently; cleared when full, so it stays bounded
 
 
-def route(method: str, path: str):
+def route(method: str, path: str) -> Route:
     """(handler, path id or None), or (None, None) for an unknown route. A malformed id in the path is
     a 400, as the contract asks for bad ids."""
     key = (method, path)

@@ -12,10 +12,9 @@ from typing import Iterator, Protocol
 
 import orjson
 
+from ..contract import ENTRY_COLUMNS
 from ..errors import UsageError
 
-ENTRY_COLUMNS = ("seq", "entry_id", "request_id", "account_id", "type", "at",
-                 "product", "credit_line", "amount", "status", "reason")
 
 
 class LedgerStore(Protocol):

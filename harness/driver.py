@@ -1,0 +1,162 @@
+"""Driving a target through the setup and safety phases: the users act, the nemesis injects.
+
+A simulated drive is single-threaded on the target's clock and takes every random choice from
+seeded generators, so the same seed replays the same history bit for bit. An HTTP drive runs one
+thread per group of users in real time while the main thread moves the nemesis; it is
+reproducible in intent, not bit for bit. The nemesis only says what to inject and when; the
+driver carries it out through the recorder, so every fault is in the history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import heapq
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from .client import Recorder
+from .nemesis import FaultProfile, Nemesis
+from .progress import Progress
+from .targets import Target
+from .workload import Action, User, Workload, WorkloadConfig
+
+GC_THRESHOLD_WHILE_DRIVING = 200_000  # allocations between young-generation collections
+NEMESIS = 0  # the process number of the nemesis's ops
+NEMESIS_POLL_S = 0.02
+PROGRESS_EVERY_OPS = 512
+HTTP_STOP_GRACE_S = 30.0  # how long past its end an HTTP drive waits for hung workers
+
+
+@dataclass(frozen=True)
+class Drive:
+    """What to drive: how many users, and for how long (ops for a simulated drive, seconds for
+    an HTTP one); with its seed and the tag that makes its ids unique on a shared target."""
+
+    seed: int
+    accounts: int
+    ops: int | None
+    duration_s: float | None
+    workers: int
+    run_tag: str
+
+    def __post_init__(self) -> None:
+        assert (self.ops is None) != (self.duration_s is None), "bounded by ops or by time"
+        assert self.accounts > 0 and self.workers > 0
+
+
+def dice(seed: int, stream: int) -> random.Random:
+    """Independent seeded generators per purpose, so adding a draw to one (the nemesis, say)
+    does not shift every choice of another (the users)."""
+    return random.Random(seed * 7919 + stream)
+
+
+def drive(plan: Drive, target: Target, recorder: Recorder, profile: FaultProfile,
+          workload_config: WorkloadConfig, progress: Progress) -> list[User]:
+    """Setup and safety phases; returns the users (the history holds everything else)."""
+    workload = Workload(workload_config, dice(plan.seed, 1), plan.run_tag)
+    users = workload.users(plan.accounts)
+    recorder.phase("setup")
+    for user in users:
+        for action in workload.opens(user):
+            _perform(recorder, workload, user, action)
+    recorder.phase("safety")
+    nemesis = Nemesis(profile, dice(plan.seed, 2), target.now_ms())
+    with _fewer_gc_passes():
+        if target.simulated:
+            _safety_simulated(plan, target, recorder, workload, users, nemesis, progress)
+        else:
+            _safety_http(plan, target, recorder, workload_config, users, nemesis, progress)
+    return users
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes():
+    """The history and the ledger only grow and hold no reference cycles, yet the cyclic
+    collector rescans them again and again (a fifth of a simulated run's time). Collect rarely
+    while driving; the usual thresholds come back afterwards."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD_WHILE_DRIVING, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _perform(recorder: Recorder, workload: Workload, user: User, action: Action) -> None:
+    if action.f == "display":
+        recorder.display(user.process, action.account_id)
+        return
+    op = recorder.write(user.process, action.f, action.account_id, action.body, action.retry_of)
+    workload.observe(user, action, op.index, op.outcome, op.response)
+
+
+def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
+    move, what = nemesis.next_move(now_ms)
+    if move == "add":
+        op = recorder.add_fault(NEMESIS, what)
+        fault_id = op.response.get("fault_id") if op.outcome == "ok" else None
+        nemesis.added(what, fault_id)
+    else:
+        recorder.remove_fault(NEMESIS, what)
+
+
+def _safety_simulated(plan, target, recorder, workload, users, nemesis, progress) -> None:
+    progress.phase("safety", total=plan.ops)
+    queue = [(target.now_ms() + workload.think_ms(), user.process) for user in users]
+    heapq.heapify(queue)
+    by_process = {user.process: user for user in users}
+    for done in range(plan.ops):
+        at_ms, process = heapq.heappop(queue)
+        while nemesis.due(at_ms):
+            target.wait_ms(max(0, nemesis.next_ms - target.now_ms()))
+            _nemesis_move(recorder, nemesis, target.now_ms())
+        target.wait_ms(max(0, at_ms - target.now_ms()))
+        user = by_process[process]
+        _perform(recorder, workload, user, workload.next_action(user))
+        # +1: the next op of anyone is invoked strictly after this one completed.
+        heapq.heappush(queue, (target.now_ms() + 1 + workload.think_ms(), process))
+        if done % PROGRESS_EVERY_OPS == 0:
+            progress.update(done, faults=len(nemesis.active))
+
+
+def _safety_http(plan, target, recorder, workload_config, users, nemesis, progress) -> None:
+    start_ms = target.now_ms()
+    stop_ms = start_ms + int(plan.duration_s * 1000)
+    progress.phase("safety", total=int(plan.duration_s))
+    workers = min(plan.workers, len(users))
+    threads = []
+    errors: list[BaseException] = []
+    for index in range(workers):
+        # Each worker owns its users and its own dice, so no two threads share a generator.
+        workload = Workload(workload_config, dice(plan.seed, 10 + index), plan.run_tag)
+        thread = threading.Thread(target=_worker, name=f"worker-{index}", daemon=True,
+                                  args=(target, recorder, workload, users[index::workers],
+                                        stop_ms, errors))
+        threads.append(thread)
+        thread.start()
+    deadline_s = time.monotonic() + plan.duration_s + HTTP_STOP_GRACE_S  # even if workers hang
+    while target.now_ms() < stop_ms and time.monotonic() < deadline_s:
+        now_ms = target.now_ms()
+        if nemesis.due(now_ms):
+            _nemesis_move(recorder, nemesis, now_ms)
+        progress.update((now_ms - start_ms) // 1000, faults=len(nemesis.active),
+                        ops=len(recorder.history))
+        time.sleep(NEMESIS_POLL_S)
+    for thread in threads:
+        thread.join(timeout=max(0.1, deadline_s - time.monotonic()))
+    if errors:
+        raise errors[0]
+
+
+def _worker(target, recorder, workload, users, stop_ms, errors) -> None:
+    try:
+        # Bounded by time: every pass performs at least one request, each bounded by the
+        # target's timeout, and the loop ends once the clock passes stop_ms.
+        while target.now_ms() < stop_ms:
+            for user in users:
+                _perform(recorder, workload, user, workload.next_action(user))
+    except BaseException as exc:  # surfaced by the main thread; a worker must not die silently
+        errors.append(exc)

@@ -1,0 +1,102 @@
+"""Ledger entries as the harness reads them from a target: the contract's entry format checked
+one entry at a time, the clean ledger every rule may rely on, and per-account timelines."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from . import contract, oracle
+from .clock import parse_rfc3339
+
+
+def is_entry_request_id(value: Any) -> bool:
+    # A cure appends ":cure" to its repay's id, which may push a 64-character id past the limit.
+    if contract.is_id(value):
+        return True
+    base = contract.cured_request_id(value) if type(value) is str else None
+    return base is not None and contract.is_id(base)
+
+
+def is_cure_entry(entry: dict) -> bool:
+    request_id = entry.get("request_id")
+    return (entry.get("type") == "status" and type(request_id) is str
+            and contract.cured_request_id(request_id) is not None)
+
+
+def _field_ok(name: str, value: Any) -> bool:
+    if name == "credit_line":
+        return contract.is_fen(value, minimum=0)
+    if name == "amount":
+        return contract.is_fen(value, minimum=1)
+    if name == "reason":
+        return type(value) is str and 1 <= len(value) <= contract.REASON_LEN_MAX
+    if name == "status":
+        return type(value) is str and value in contract.STATUSES
+    assert name == "product", name
+    return type(value) is str and value in contract.PRODUCTS
+
+
+def entry_problem(entry: Any) -> tuple[str, str] | None:
+    """(code, plain words) when one entry, on its own, breaks the contract's entry shape."""
+    if not isinstance(entry, dict):
+        return "not_object", f"an entry is not a JSON object: {entry!r:.80}"
+    seq = entry.get("seq")
+    if type(seq) is not int or seq < 0:
+        return "bad_seq", f"seq {seq!r} is not a non-negative integer"
+    if not contract.is_id(entry.get("entry_id")):
+        return "bad_entry_id", f"entry seq={seq} has entry_id {entry.get('entry_id')!r}"
+    if not is_entry_request_id(entry.get("request_id")):
+        return "bad_request_id", f"entry seq={seq} has request_id {entry.get('request_id')!r}"
+    if not contract.is_id(entry.get("account_id")):
+        return "bad_account_id", f"entry seq={seq} has account_id {entry.get('account_id')!r}"
+    kind = entry.get("type")
+    if kind not in contract.ENTRY_TYPES:
+        return "bad_type", f"entry seq={seq} has unknown type {kind!r}"
+    at = entry.get("at")
+    if type(at) is not str or parse_rfc3339(at) is None:
+        return "bad_at", f"entry seq={seq} has `at` {at!r}, not an RFC 3339 timestamp"
+    for name in contract.ENTRY_FIELDS_BY_TYPE[kind]:
+        value = entry.get(name)
+        if not _field_ok(name, value):
+            return f"bad_{name}", f"{kind} entry seq={seq} has {name} {value!r}"
+    return None
+
+
+def clean_ledger(ledger: Iterable[Any]) -> tuple[list[dict], list[tuple[str, str, Any]]]:
+    """The entries every rule may rely on (well formed, seq strictly increasing, entry_id
+    unique), and (code, words, entry) for each one left out."""
+    good: list[dict] = []
+    problems: list[tuple[str, str, Any]] = []
+    entry_ids: set[str] = set()
+    last_seq = -1
+    for entry in ledger:
+        problem = entry_problem(entry)
+        if problem is None and entry["seq"] <= last_seq:
+            problem = ("seq_order", f"seq {entry['seq']} comes after seq {last_seq}")
+        if problem is None and entry["entry_id"] in entry_ids:
+            problem = ("entry_id_reused", f"entry_id {entry['entry_id']!r} appears twice "
+                                          f"(again at seq {entry['seq']})")
+        if problem is not None:
+            problems.append((problem[0], problem[1], entry))
+            continue
+        good.append(entry)
+        entry_ids.add(entry["entry_id"])
+        last_seq = entry["seq"]
+    assert all(a["seq"] < b["seq"] for a, b in zip(good, good[1:])), "seq must increase"
+    return good, problems
+
+
+def entries_by_account(entries: Iterable[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for entry in entries:
+        out.setdefault(entry["account_id"], []).append(entry)
+    return out
+
+
+def account_timeline(entries: list[dict]) -> list[tuple[int, oracle.State]]:
+    """`oracle.replay`, skipping entries before the account's open (the ledger checker reports
+    them): a state needs an open to exist at all."""
+    for n, entry in enumerate(entries):
+        if entry["type"] == "open":
+            return oracle.replay(entries[n:])
+    return []
