@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -71,27 +72,36 @@ class AccountIndex:
         self.entries = entries
         self.seqs = [e["seq"] for e in entries]
         self.timeline = account_timeline(entries)
-        owners = [entry_owner(e["request_id"], groups) for e in entries]
-        self.acks_ms = entry_acks_ms(entries, groups, owners)
-        acks = sorted((ack_ms, e["seq"]) for e, ack_ms in zip(entries, self.acks_ms)
+        self._owners = [entry_owner(e["request_id"], groups) for e in entries]
+        self.acks_ms = entry_acks_ms(entries, groups, self._owners)
+        acks = sorted((ack_ms, seq) for seq, ack_ms in zip(self.seqs, self.acks_ms)
                       if ack_ms is not None)
         # ack_ms ascending; ack_max_seq[n] the largest seq acknowledged by ack_ms[n].
         self.ack_ms = [t for t, _ in acks]
-        self.ack_max_seq: list[int] = []
-        for _, seq in acks:
-            self.ack_max_seq.append(max(seq, self.ack_max_seq[-1]) if self.ack_max_seq else seq)
-        # sent_ms ascending first-send times; sent_min_seq[n] the smallest seq sent at or after.
-        sends = sorted((group.first_invoke_ms, e["seq"])
-                       for e, (group, _) in zip(entries, owners) if group is not None)
-        self.sent_ms = [t for t, _ in sends]
-        self.sent_min_seq = [seq for _, seq in sends]
-        for n in range(len(self.sent_min_seq) - 2, -1, -1):
-            self.sent_min_seq[n] = min(self.sent_min_seq[n], self.sent_min_seq[n + 1])
+        self.ack_max_seq = list(itertools.accumulate((seq for _, seq in acks), max))
         # The last moment a write to this account was in flight (set by `analyse`).
         self.last_write_ms = 0
         assert len(self.seqs) == len(self.acks_ms) == len(self.entries)
-        assert all(x <= y for x, y in zip(self.ack_max_seq, self.ack_max_seq[1:]))
         assert len(self.timeline) <= len(self.entries)
+
+    @cached_property
+    def _sends(self) -> tuple[list[int], list[int]]:
+        # sent_ms ascending first-send times; sent_min_seq[n] the smallest seq sent at or after.
+        sends = sorted((group.first_invoke_ms, seq)
+                       for seq, (group, _) in zip(self.seqs, self._owners) if group is not None)
+        sent_min_seq = list(itertools.accumulate((seq for _, seq in reversed(sends)), min))
+        sent_min_seq.reverse()
+        return [t for t, _ in sends], sent_min_seq
+
+    @property
+    def sent_ms(self) -> list[int]:
+        """When each entry's request was first sent, ascending."""
+        return self._sends[0]
+
+    @property
+    def sent_min_seq(self) -> list[int]:
+        """sent_min_seq[n]: the smallest seq among entries first sent at or after sent_ms[n]."""
+        return self._sends[1]
 
     def state_known_at(self, t_ms: int) -> oracle.State | None:
         """The state after every entry acknowledged before `t_ms`."""

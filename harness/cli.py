@@ -10,7 +10,11 @@ import random
 import sys
 from pathlib import Path
 
-from .errors import EXIT_INTERRUPTED, EXIT_UNJUDGED, HarnessError, UsageError, exit_code
+from . import __version__
+from .errors import (EXIT_INTERRUPTED, EXIT_PASS, EXIT_UNJUDGED, HarnessError, UsageError,
+                     exit_code)
+from .http_options import TIMEOUT_S_DEFAULT, HttpOptions
+from .secrets import redact
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +51,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="limit-harness", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"limit-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the reference limit service over HTTP")
@@ -93,7 +98,40 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--report-dir", type=Path, default=None)
     prop.add_argument("--bug", action="append", default=[], metavar="NAME",
                       help="embedded target only: switch on a seeded bug")
+    _add_http_options(prop)
+
+    contract = sub.add_parser("contract", help="print the HTTP contract every target speaks")
+    contract.add_argument("--format", choices=("openapi", "markdown"), default="openapi")
+
+    conform = sub.add_parser("conform", help="probe a service, rule by rule of the contract: "
+                                             "the first thing to run against your own service")
+    conform.add_argument("--target", default=None,
+                         help="base URL of the service (default: the embedded reference service)")
+    conform.add_argument("--report-dir", type=Path, default=None,
+                         help="where conform.json and junit.xml go (default: ./reports/conform-…)")
+    conform.add_argument("--chaos", choices=("auto", "require", "skip"), default="auto",
+                         help="the optional chaos API: probe it when listed (auto), fail "
+                              "without it (require), or leave it alone (skip)")
+    _add_http_options(conform)
     return parser
+
+
+def _add_http_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("HTTP (a real service)")
+    group.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                       help="send this header with every request (repeatable); a value may be "
+                            "$VAR, read from the environment, so tokens stay out of shell "
+                            "history; values never appear in reports or logs")
+    group.add_argument("--ca-bundle", type=Path, default=None, metavar="FILE",
+                       help="trust the CAs in this PEM file for https://")
+    group.add_argument("--insecure", action="store_true",
+                       help="do not verify the server's TLS certificate")
+    group.add_argument("--timeout-s", type=_positive(float), default=TIMEOUT_S_DEFAULT,
+                       help=f"seconds to wait for each answer (default {TIMEOUT_S_DEFAULT:g})")
+
+
+def _http(args) -> HttpOptions:
+    return HttpOptions.parse(args.header, args.ca_bundle, args.insecure, args.timeout_s)
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -125,6 +163,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=_positive(int), default=8,
                      help="concurrent clients (HTTP runs)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_http_options(run)
 
 
 # -- configs from arguments -----------------------------------------------------------------
@@ -147,7 +186,8 @@ def _run_config(args):
         duration_s=None if simulated else (args.duration or runner.DEFAULT_DURATION_S),
         faults=args.faults, personas=args.personas, locale=args.locale, sla_ms=args.sla_ms,
         report_dir=args.report_dir, policy=args.policy, bugs=tuple(args.bug),
-        ledger=args.ledger or runner.DEFAULT_LEDGER, workers=args.workers, quiet=args.quiet)
+        ledger=args.ledger or runner.DEFAULT_LEDGER, workers=args.workers, quiet=args.quiet,
+        http=_http(args))
 
 
 def _prop_config(args):
@@ -155,10 +195,15 @@ def _prop_config(args):
 
     return PropConfig(target=args.target, examples=args.examples, steps=args.steps,
                       seed=args.seed, sla_ms=args.sla_ms, report_dir=args.report_dir,
-                      bugs=tuple(args.bug))
+                      bugs=tuple(args.bug), http=_http(args))
 
 
 # -- commands -------------------------------------------------------------------------------
+
+def _say(text: str) -> None:
+    """Print a summary: a service may echo a token back, and secrets never reach a log."""
+    print(redact(text))
+
 
 def _serve(args) -> int:
     from .service import server
@@ -170,7 +215,7 @@ def _run(args) -> int:
 
     result = runner.execute(_run_config(args))
     report_dir = runner.save(result)
-    print(console.run_summary(result.report, report_dir))
+    _say(console.run_summary(result.report, report_dir))
     return exit_code(result.passed)
 
 
@@ -185,9 +230,9 @@ def _replay(args) -> int:
     config = runner.RunConfig.from_dict(raw, str(args.report))
     result = runner.execute(config)
     report_dir = runner.save(result, args.report_dir)
-    print(console.run_summary(result.report, report_dir))
+    _say(console.run_summary(result.report, report_dir))
     if config.simulated:
-        print(console.replay_verdict(
+        _say(console.replay_verdict(
             result.report["history_sha256"] == stored.get("history_sha256")))
     return exit_code(result.passed)
 
@@ -198,7 +243,7 @@ def _check(args) -> int:
 
     result = recheck(RecheckConfig(history=args.history, ledger=args.ledger, sla_ms=args.sla_ms,
                                    policy=args.policy, report_dir=args.report_dir))
-    print(console.run_summary(result.report, result.report_dir))
+    _say(console.run_summary(result.report, result.report_dir))
     return exit_code(result.passed)
 
 
@@ -220,12 +265,35 @@ def _prop(args) -> int:
 
     result = prop.search(_prop_config(args), Progress("examples"))
     report_dir = prop.save(result) if result.failed else None
-    print(console.prop_summary(result, report_dir))
+    _say(console.prop_summary(result, report_dir))
     return exit_code(not result.failed)
 
 
+def _contract(args) -> int:
+    from .packaged import document
+
+    sys.stdout.write(document("openapi.json" if args.format == "openapi" else "contract.md"))
+    return EXIT_PASS
+
+
+def _conform(args) -> int:
+    from . import conform
+    from .targets import open_target
+
+    target = open_target(args.target, http=_http(args))
+    try:
+        chaos = {"auto": None, "require": True, "skip": False}[args.chaos]
+        checks = conform.conform(target, chaos=chaos)
+    finally:
+        target.close()
+    report_dir = args.report_dir or Path.cwd() / "reports" / f"conform-{conform.run_prefix(None)}"
+    conform.write_reports(checks, report_dir)
+    _say("\n".join([*conform.summary_lines(checks), f"  reports: {report_dir}"]))
+    return exit_code(conform.counts(checks)["fail"] == 0)
+
+
 COMMANDS = {"serve": _serve, "run": _run, "replay": _replay, "check": _check, "gate": _gate,
-            "prop": _prop}
+            "prop": _prop, "contract": _contract, "conform": _conform}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
-        print(f"limit-harness: error: {exc}", file=sys.stderr)
+        print(redact(f"limit-harness: error: {exc}"), file=sys.stderr)
         return EXIT_UNJUDGED
     except KeyboardInterrupt:
         print("limit-harness: interrupted", file=sys.stderr)
@@ -244,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a harness bug must still not end in a traceback for the user
         if os.environ.get("LIMIT_HARNESS_DEBUG"):
             raise
-        print(f"limit-harness: internal error: {type(exc).__name__}: {exc} "
-              f"(rerun with LIMIT_HARNESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(redact(f"limit-harness: internal error: {type(exc).__name__}: {exc} "
+                     f"(rerun with LIMIT_HARNESS_DEBUG=1 for the traceback)"), file=sys.stderr)
         return EXIT_UNJUDGED
 
 

@@ -25,9 +25,11 @@ _WRITE_ROUTES = {
 class Recorder:
     """Thread-safe: HTTP runs call it from several workers at once."""
 
-    def __init__(self, target: Target, history: History) -> None:
+    def __init__(self, target: Target, history: History, ledger_after_seq: int = 0) -> None:
         self.target = target
         self.history = history
+        # The ledger seq before this history's first write: its entries all come after it.
+        self.ledger_after_seq = ledger_after_seq
         self._lock = threading.Lock()
 
     def now_ms(self) -> int:
@@ -68,10 +70,10 @@ class Recorder:
         with self._lock:
             self.history.phase(name, self.target.now_ms())
 
-    def ledger(self, process: int = 0) -> list[dict]:
-        """The whole ledger, page by page; a ledger that breaks the contract cannot be judged."""
+    def ledger(self, process: int = 0, after_seq: int = 0) -> list[dict]:
+        """The ledger after `after_seq`, page by page; a ledger that breaks the contract cannot
+        be judged."""
         entries: list[dict] = []
-        after_seq = 0
         for _ in range(LEDGER_PAGES_MAX):
             query = {"after_seq": after_seq, "limit": contract.LEDGER_PAGE_MAX}
             op = self._invoke(process, "ledger", None, query, None)
@@ -156,3 +158,42 @@ def _ledger_page(reply: Reply, after_seq: int) -> list[dict]:
                               f"above {last} (seq must strictly increase)")
         last = seq
     return entries
+
+
+HEAD_SEARCH_STEPS_MAX = 64  # seqs are int64 in practice: 63 doublings and 63 halvings suffice
+
+
+def ledger_head_seq(target: Target, known_seq: int = 0) -> int:
+    """The ledger's last seq now (0 when empty or unreadable). A run on a shared service reads
+    only what comes after it, instead of the whole ledger again for every program or run. The
+    contract has no route for it (`/v1/sync` is optional, and a broken service's own word is not
+    to be trusted for what it leaves out), so: double, then bisect, on `after_seq`, from
+    `known_seq` (a seq the ledger surely reached: a few requests find what was added since).
+    Not recorded: it judges nothing, it only says where this run's entries will begin."""
+    assert known_seq >= 0
+    if not _entries_after(target, known_seq):
+        return known_seq
+    low, step = known_seq, 1  # entries exist after `low`; after `low + step` is being asked
+    for _ in range(HEAD_SEARCH_STEPS_MAX):
+        if not _entries_after(target, low + step):
+            break
+        low, step = low + step, step * 2
+    else:
+        return low
+    high = low + step
+    for _ in range(HEAD_SEARCH_STEPS_MAX):
+        if high - low <= 1:
+            break
+        middle = (low + high) // 2
+        if _entries_after(target, middle):
+            low = middle
+        else:
+            high = middle
+    return high if high - low == 1 else low
+
+
+def _entries_after(target: Target, seq: int) -> bool:
+    reply = target.request("GET", "/v1/ledger", query={"after_seq": str(seq), "limit": "1"})
+    body = reply.body
+    return (reply.status == 200 and isinstance(body, dict) and isinstance(body.get("entries"), list)
+            and len(body["entries"]) > 0)

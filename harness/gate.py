@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import UsageError
 from .findings import KINDS, SEVERITIES
+from .packaged import fixture
 
 DEFAULT_NAME = "default"
 UNJUDGED_KIND = "checker_error"
@@ -77,10 +78,11 @@ def load_policy(path: Path | str | None) -> Policy:
     same as fixtures/gate-default.toml."""
     if path is None:
         return Policy(description="No critical or major finding.")
-    path = Path(path)
+    shipped = fixture(f"gate-{path}.toml") if "/" not in str(path) else None
+    path = shipped if shipped is not None and not Path(path).exists() else Path(path)
     raw = _read_toml(path)
     values = {key: _validated(key, value, path) for key, value in raw.items()}
-    return Policy(name=path.stem.removeprefix("gate-"), **values)
+    return Policy(name=Path(path.name).stem.removeprefix("gate-"), **values)
 
 
 def _read_toml(path: Path) -> dict:

@@ -170,10 +170,6 @@ class History:
         lines.extend(orjson.dumps(op.to_dict()) for op in self.ops)
         return b"\n".join(lines) + b"\n"
 
-    def save(self, path) -> None:
-        with open(path, "wb") as fh:
-            fh.write(self.dumps())
-
     @classmethod
     def loads(cls, data: bytes) -> "History":
         lines = [line for line in data.splitlines() if line.strip()]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .contract import FAULT_KINDS
 from .errors import UsageError
-from .fixtures import FIXTURES, read_toml
+from .packaged import fixture, read_toml
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,11 @@ class FaultProfile:
 
 
 def load_profile(spec: str) -> FaultProfile:
-    """`none`, `all`, `KIND,KIND`, a profile name (fixtures/faults-NAME.toml) or a TOML path."""
+    """`none`, `all`, `KIND,KIND`, a shipped profile's name (faults-NAME.toml) or a TOML path."""
     if spec == "none":
         return FaultProfile("none", ())
-    if spec == "all":
-        return _from_file(FIXTURES / "faults-all.toml", "all")
-    named = FIXTURES / f"faults-{spec}.toml"
-    if named.exists():
+    named = fixture(f"faults-{spec}.toml")
+    if named is not None:
         return _from_file(named, spec)
     if spec.endswith(".toml") or "/" in spec:
         return _from_file(Path(spec), spec)
@@ -57,7 +55,7 @@ def load_profile(spec: str) -> FaultProfile:
     return FaultProfile(spec, kinds)
 
 
-def _from_file(path: Path, name: str) -> FaultProfile:
+def _from_file(path, name: str) -> FaultProfile:
     raw = read_toml(path, "fault profile")
     fields = FaultProfile.__dataclass_fields__
     unknown = set(raw) - set(fields) - {"name"}

@@ -31,6 +31,8 @@ from .findings import Finding, FindingsError
 from .progress import Progress
 from .service import bugs as catalogue
 from .stateful import MachineStats, machine_for
+from .http_options import HttpOptions
+from .reports import write_file
 from .targets import open_target
 
 _STEP = re.compile(r"^(?:[\w, ]+ = )?state\.(\w+)\(")
@@ -45,12 +47,13 @@ class PropConfig:
     sla_ms: int = 1000
     report_dir: Path | None = None
     bugs: tuple[str, ...] = ()
+    http: HttpOptions = HttpOptions()
 
     def replay_argv(self) -> list[str]:
         argv = ["limit-harness", "prop", "--seed", str(self.seed), "--examples",
                 str(self.examples), "--steps", str(self.steps), "--sla-ms", str(self.sla_ms)]
         if self.target:
-            argv += ["--target", self.target]
+            argv += ["--target", self.target, *self.http.argv()]
         for bug in self.bugs:
             argv += ["--bug", bug]
         return argv
@@ -83,7 +86,7 @@ def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
     catalogue.require_embedded(config.target, config.bugs)
     bugs = tuple(dict.fromkeys(config.bugs))  # the order given, as the replay command says
     embedded = config.target in (None, "embedded")
-    factory = None if embedded else (lambda: open_target(config.target))
+    factory = None if embedded else (lambda: open_target(config.target, http=config.http))
     machine = machine_for(
         factory, sla_ms=config.sla_ms, bugs=bugs,
         max_examples=config.examples, stateful_step_count=config.steps,
@@ -144,11 +147,11 @@ def save(result: PropResult) -> Path:
         "message": result.message, "findings": [f.to_dict() for f in result.findings]}
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "program.txt").write_text(program, encoding="utf-8")
-        (report_dir / "findings.json").write_bytes(
-            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     except OSError as exc:
         raise UsageError(f"cannot write reports to {report_dir}: {exc.strerror}") from None
+    write_file(report_dir / "program.txt", program.encode("utf-8"))
+    write_file(report_dir / "findings.json",
+               orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return report_dir
 
 

@@ -7,6 +7,8 @@ Options
     --limit-target URL   the service under test (http(s)://..., or py:MODULE:CLASS for an
                          adapter); default: the embedded reference service, simulated clock
     --limit-sla-ms MS    the service level the display must converge within (default 1000)
+    --limit-header 'NAME: VALUE'  a header for every request (repeatable; VALUE may be $VAR)
+    --limit-ca-bundle FILE, --limit-insecure, --limit-timeout-s S   TLS trust and timeout
 
 Fixtures
     limit_target    a fresh target per test (embedded: seeded from the test's node id)
@@ -64,6 +66,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=DEFAULT_SLA_MS, metavar="MS",
                     help=f"display convergence service level for `reconcile` "
                          f"(default {DEFAULT_SLA_MS})")
+    group.addoption("--limit-header", dest="limit_headers", action="append", default=[],
+                    metavar="'NAME: VALUE'", help="send this header with every request "
+                    "(repeatable); VALUE may be $VAR, read from the environment")
+    group.addoption("--limit-ca-bundle", dest="limit_ca_bundle", default=None, metavar="FILE",
+                    help="trust the CAs in this PEM file for https://")
+    group.addoption("--limit-insecure", dest="limit_insecure", action="store_true",
+                    help="do not verify the service's TLS certificate")
+    group.addoption("--limit-timeout-s", dest="limit_timeout_s", type=float, default=None,
+                    metavar="S", help="seconds to wait for each answer (default 5)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,7 +93,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def limit_target(request: pytest.FixtureRequest):
     """A fresh target for this test: the embedded reference service (seeded from the test's
     node id, with the bugs of its `limit_bug` markers) or the --limit-target service, probed."""
+    from pathlib import Path
+
     from harness.errors import HarnessError
+    from harness.http_options import TIMEOUT_S_DEFAULT, HttpOptions
     from harness.service import bugs as catalogue
     from harness.targets import open_target, probe
 
@@ -94,8 +108,14 @@ def limit_target(request: pytest.FixtureRequest):
                     f"this run targets {spec}")
     try:
         catalogue.check(bugs)
+        option = request.config.getoption
+        bundle = option("limit_ca_bundle")
+        http = HttpOptions.parse(option("limit_headers"), Path(bundle) if bundle else None,
+                                 option("limit_insecure"),
+                                 option("limit_timeout_s") or TIMEOUT_S_DEFAULT)
         # A stable seed per test: the same test meets the same fault dice on every run.
-        target = open_target(spec, seed=zlib.crc32(request.node.nodeid.encode()), bugs=bugs)
+        target = open_target(spec, seed=zlib.crc32(request.node.nodeid.encode()), bugs=bugs,
+                             http=http)
     except HarnessError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
@@ -117,12 +137,13 @@ def limit_target(request: pytest.FixtureRequest):
 @pytest.fixture
 def limit_recorder(limit_target, request: pytest.FixtureRequest):
     """A Recorder over `limit_target`; every op of the test goes into `limit_recorder.history`."""
-    from harness.client import Recorder
+    from harness.client import Recorder, ledger_head_seq
     from harness.history import new_history
 
     history = new_history(limit_target.name, limit_target.simulated,
                           request.config.getoption("limit_sla_ms"), test=request.node.nodeid)
-    return Recorder(limit_target, history)
+    return Recorder(limit_target, history, ledger_after_seq=0 if limit_target.simulated
+                    else ledger_head_seq(limit_target))
 
 
 class LimitIds:

@@ -16,14 +16,16 @@ import orjson
 
 from . import gate
 from .checkers import Verdict
-from .client import Recorder
+from .client import Recorder, ledger_head_seq
 from .convergence import converge_and_check
 from .driver import Drive, drive
 from .errors import UsageError
 from .history import History, new_history
+from .http_options import TIMEOUT_S_DEFAULT, HttpOptions
+from .secrets import REDACTED, url_shown
 from .nemesis import load_profile
 from .progress import Progress
-from .reports import document, write_reports
+from .reports import document, write_file, write_reports
 from .targets import open_target, probe
 from .workload import load_config
 
@@ -50,6 +52,7 @@ class RunConfig:
     ledger: str = DEFAULT_LEDGER
     workers: int = 8
     quiet: bool = False
+    http: HttpOptions = HttpOptions()
 
     @property
     def simulated(self) -> bool:
@@ -62,7 +65,7 @@ class RunConfig:
             argv += ["--ops", str(self.ops)]
         else:
             argv += ["--target", self.target, "--duration", f"{self.duration_s:g}",
-                     "--workers", str(self.workers)]
+                     "--workers", str(self.workers), *self.http.argv()]
         for bug in self.bugs:
             argv += ["--bug", bug]
         if self.simulated and self.ledger != DEFAULT_LEDGER:
@@ -77,9 +80,11 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """What report.json keeps to replay the run (not where its reports went)."""
-        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+               if k not in ("report_dir", "http")}
         out["bugs"] = list(self.bugs)
-        del out["report_dir"]
+        out["target"] = None if self.target is None else url_shown(self.target)
+        out["http"] = self.http.argv()
         return out
 
     @classmethod
@@ -90,12 +95,34 @@ class RunConfig:
         if unknown:
             raise UsageError(f"{source}: the run config has unknown key {unknown[0]!r}; was it "
                              f"made by another version?")
+        http_words = raw.get("http") or []
+        if REDACTED in str(http_words) or REDACTED in str(raw.get("target")):
+            raise UsageError(f"{source}: the run was given a secret (a header value or a URL "
+                             f"password) that reports never keep; run its replay command again "
+                             f"with the secret")
         try:
             config = cls(**{**raw, "policy": Path(raw["policy"]) if raw.get("policy") else None,
-                            "bugs": tuple(raw.get("bugs", ()))})
+                            "bugs": tuple(raw.get("bugs", ())),
+                            "http": _http_from_words(http_words)})
         except TypeError as exc:
             raise UsageError(f"{source}: the run config cannot be replayed ({exc})") from None
         return config
+
+
+def _http_from_words(words: list[str]) -> HttpOptions:
+    """The HTTP options back from `HttpOptions.argv` words, as a replay needs them."""
+    headers, ca_bundle, insecure, timeout_s = [], None, False, TIMEOUT_S_DEFAULT
+    pairs = iter(words)
+    for word in pairs:
+        if word == "--insecure":
+            insecure = True
+        elif word == "--header":
+            headers.append(next(pairs))
+        elif word == "--ca-bundle":
+            ca_bundle = Path(next(pairs))
+        elif word == "--timeout-s":
+            timeout_s = float(next(pairs))
+    return HttpOptions.parse(headers, ca_bundle, insecure, timeout_s)
 
 
 @dataclass
@@ -117,14 +144,15 @@ def execute(config: RunConfig, policy: gate.Policy | None = None) -> RunResult:
     policy = policy or gate.load_policy(config.policy)
     started_wall = time.time()
     target = open_target(config.target, seed=config.seed, bugs=config.bugs,
-                         pool_size=config.workers + 2, ledger=config.ledger)
+                         pool_size=config.workers + 2, ledger=config.ledger, http=config.http)
     try:
         supported = probe(target)
         profile = load_profile(config.faults).restricted_to(supported)
         workload_config = load_config(config.personas, config.locale)
         history = new_history(target.name, target.simulated, config.sla_ms, seed=config.seed,
                               faults=list(profile.kinds), supported=supported)
-        recorder = Recorder(target, history)
+        recorder = Recorder(target, history,
+                            ledger_after_seq=0 if target.simulated else ledger_head_seq(target))
         progress = Progress("ops" if config.simulated else "s", quiet=config.quiet)
         run_tag = f"s{config.seed}" if config.simulated else \
             f"s{config.seed}t{int(started_wall * 1000) % 10**9}"
@@ -139,8 +167,7 @@ def execute(config: RunConfig, policy: gate.Policy | None = None) -> RunResult:
             marks_s[name] = time.time()
             progress.phase(name)
 
-        ledger, verdict = converge_and_check(recorder, config.sla_ms, poll=True,
-                                             on_phase=on_phase)
+        ledger, verdict = converge_and_check(recorder, config.sla_ms, on_phase=on_phase)
         progress.done()
         duration_s = time.time() - started_wall
         stats = _run_stats(target, history, verdict, duration_s, marks_s["check"] - started_wall)
@@ -191,12 +218,7 @@ def save(result: RunResult, report_dir: Path | None = None) -> Path:
     four reports; by default under ./reports/<run id>/."""
     report_dir = report_dir or result.config.report_dir or \
         Path.cwd() / "reports" / result.report["run_id"]
-    try:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        result.history.save(report_dir / "history.jsonl")
-        (report_dir / "ledger.jsonl").write_bytes(
-            b"".join(orjson.dumps(e) + b"\n" for e in result.ledger))
-    except OSError as exc:
-        raise UsageError(f"cannot write reports to {report_dir}: {exc.strerror}") from None
     write_reports(result.report, result.history, report_dir)
+    write_file(report_dir / "history.jsonl", result.history.dumps())
+    write_file(report_dir / "ledger.jsonl", b"".join(orjson.dumps(e) + b"\n" for e in result.ledger))
     return report_dir

@@ -30,8 +30,8 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initia
 from . import checkers, contract, oracle, strategies
 from .analysis import CheckConfig
 from .checkers import Verdict
-from .client import Recorder
-from .convergence import HARNESS, accounts_of, converge_and_check, fetch_ledger
+from .client import Recorder, ledger_head_seq
+from .convergence import HARNESS, accounts_of, converge_and_check, fetch_ledger, let_sync
 from .errors import UsageError
 from .findings import Finding, FindingsError, raise_for_findings
 from .history import new_history
@@ -44,7 +44,7 @@ CLIENT = 1  # the process number of the machine's client ops; 0 is the harness's
 # Simulated time is free, so a program may hold events back for seconds; against a real
 # service every millisecond of delay is waited out at teardown, so it stays short.
 SIM_DELAY_MS_MAX = 5_000
-REAL_DELAY_MS_MAX = 500
+REAL_DELAY_MS_MAX = 250
 REAL_WAIT_MS_MAX = 300  # `let_time_pass` on a real target sleeps at most this
 # Short waits let the reference service sync (20 ms lag) and repair (100 ms anti-entropy + 200 ms
 # grace); long ones outlast its display snapshots (every 2 s), which a restore-from-snapshot story
@@ -157,6 +157,7 @@ class LimitMachine(RuleBasedStateMachine):
     fault_kinds: tuple[str, ...] = contract.FAULT_KINDS
     step_checks: bool | None = None  # None: on for simulated targets only
     run_tag: str = ""
+    ledger_seen_seq: int = 0  # a seq the shared service's ledger has surely reached
     stats: MachineStats = MachineStats()
     _programs = itertools.count(1)
 
@@ -170,8 +171,12 @@ class LimitMachine(RuleBasedStateMachine):
         # never see each other's accounts or request ids. A fresh embedded service needs none,
         # which keeps the ids in a failing program's findings as short as they were drawn.
         self.tag = "" if self.target.simulated else f"{cls.run_tag}p{n}-"[-REAL_TAG_MAX:]
-        self.recorder = Recorder(self.target, new_history(self.target.name, self.target.simulated,
-                                                          cls.sla_ms, program=n))
+        history = new_history(self.target.name, self.target.simulated, cls.sla_ms, program=n)
+        # On a shared service, only what follows the ledger's head now is this program's;
+        # the last program's head is where the search for it starts.
+        if not self.target.simulated:
+            cls.ledger_seen_seq = ledger_head_seq(self.target, cls.ledger_seen_seq)
+        self.recorder = Recorder(self.target, history, ledger_after_seq=cls.ledger_seen_seq)
         self.model: dict[str, oracle.State] = {}
         self.requests_sent = 0
         self.checked_ops = 0
@@ -341,9 +346,13 @@ class LimitMachine(RuleBasedStateMachine):
         self._wait(ms)
 
     def _wait(self, ms: int) -> None:
-        # Real time is not free: a real target sleeps a bounded while (simulated time has
-        # already shown the long stories; against a real service they cost seconds each).
-        self.target.wait_ms(ms if self.target.simulated else min(ms, REAL_WAIT_MS_MAX))
+        # Real time is not free: a real target waits for its read model to catch up, at most
+        # a bounded while (simulated time has already shown the long stories; against a real
+        # service they would cost seconds each).
+        if self.target.simulated:
+            self.target.wait_ms(ms)
+        else:
+            let_sync(self.target, min(ms, REAL_WAIT_MS_MAX))
 
     inject_fault = _inject_fault_rule(faults_on, _sync_kinds(contract.FAULT_KINDS),
                                       SIM_DELAY_MS_MAX)
@@ -463,6 +472,7 @@ def machine_for(target_factory: Callable[[], Target] | None = None, sla_ms: int 
         "step_checks": step_checks,
         "run_tag": "" if simulated else f"t{int(time.time() * 1000) % 10**7}",
         "stats": MachineStats(),
+        "ledger_seen_seq": 0,
         "_programs": itertools.count(1),
     }
     sync_kinds = _sync_kinds(kinds)

@@ -12,10 +12,10 @@ LAG_SAMPLES_MAX = 20_000
 NOT_WORKLOAD_FS = ("phase", "fault_add", "fault_remove")
 
 
-def statistics(a: Analysis, findings: list[Finding], lag_records: list[dict]) -> dict:
+def statistics(a: Analysis, lag_records: list[dict]) -> dict:
     """`ops` {f: {outcome: n}}, `accounts`, `ledger_entries`, `lag_ms` (see `lag_stats`),
     `lag_samples` (thinned lag records), `availability`, `coverage` {f: {fault kind: n}},
-    `coverage_outcomes`, `findings_by_kind`, `findings_by_severity`, `fault_windows`."""
+    `coverage_outcomes`, `fault_windows`; `finding_counts` adds the findings' counts."""
     ops: dict[str, dict[str, int]] = {}
     for op in a.history.ops:
         counts = ops.setdefault(op.f, {})
@@ -25,11 +25,6 @@ def statistics(a: Analysis, findings: list[Finding], lag_records: list[dict]) ->
     accounts.update(e["account_id"] for e in a.ledger
                     if isinstance(e, dict) and type(e.get("account_id")) is str)
     outcomes = coverage_outcomes(a.history, a.faults)
-    by_kind: dict[str, int] = {}
-    by_severity: dict[str, int] = {s: 0 for s in SEVERITIES}
-    for finding in findings:
-        by_kind[finding.kind] = by_kind.get(finding.kind, 0) + 1
-        by_severity[finding.severity] += 1
     return {
         "ops": ops,
         "accounts": len(accounts),
@@ -39,12 +34,20 @@ def statistics(a: Analysis, findings: list[Finding], lag_records: list[dict]) ->
         "availability": availability(a.history, a.faults),
         "coverage": coverage_totals(outcomes),
         "coverage_outcomes": outcomes,
-        "findings_by_kind": by_kind,
-        "findings_by_severity": by_severity,
         # So a report drawn without its history still shows when each fault acted.
         "fault_windows": [{"kind": w.kind, "label": w.describe(), "start_ms": w.start_ms,
                            "end_ms": w.end_ms} for w in a.windows],
     }
+
+
+def finding_counts(findings: list[Finding]) -> dict:
+    """`findings_by_kind` and `findings_by_severity`."""
+    by_kind: dict[str, int] = {}
+    by_severity: dict[str, int] = {s: 0 for s in SEVERITIES}
+    for finding in findings:
+        by_kind[finding.kind] = by_kind.get(finding.kind, 0) + 1
+        by_severity[finding.severity] += 1
+    return {"findings_by_kind": by_kind, "findings_by_severity": by_severity}
 
 
 # -- numbers --------------------------------------------------------------------------------------

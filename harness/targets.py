@@ -20,6 +20,8 @@ import urllib3
 
 from .clock import RealClock, SimClock
 from .errors import TargetError, UsageError
+from .http_options import HttpOptions
+from .secrets import redact, url_shown
 
 WAIT_STEPS_MAX = 10_000_000  # a bound on the event loop of one simulated wait
 
@@ -97,29 +99,42 @@ class EmbeddedTarget:
 
 
 class HttpTarget:
+    """A base URL (a path after the host is kept: `https://host/api/credit`), with the user's
+    headers, TLS trust and timeout."""
+
     simulated = False
 
-    def __init__(self, base_url: str, pool_size: int = 8, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, pool_size: int = 8,
+                 http: HttpOptions = HttpOptions()) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise UsageError(f"--target {base_url!r} is not an http:// or https:// URL")
+            raise UsageError(f"--target {url_shown(base_url)!r} is not an http:// or https:// URL")
         self.base_url = base_url.rstrip("/")
-        self.name = self.base_url
+        self.name = url_shown(self.base_url)
         self.clock = RealClock()
+        self.headers = http.resolved_headers()
+        self._json_headers = {**self.headers, "content-type": "application/json"}
+        tls = {"cert_reqs": "CERT_NONE"} if http.insecure else \
+            {"ca_certs": str(http.ca_bundle)} if http.ca_bundle else {}
+        if http.insecure:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.pool = urllib3.PoolManager(
             num_pools=4, maxsize=pool_size, block=True, retries=False,
-            timeout=urllib3.Timeout(connect=min(2.0, timeout_s), read=timeout_s))
+            timeout=urllib3.Timeout(connect=min(2.0, http.timeout_s), read=http.timeout_s), **tls)
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict | None = None) -> Reply:
-        url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
         data = None if body is None else orjson.dumps(body)
-        headers = {"content-type": "application/json"} if data is not None else None
+        return self.request_raw(method, path + (f"?{urlencode(query)}" if query else ""), data)
+
+    def request_raw(self, method: str, path: str, data: bytes | None) -> Reply:
+        """A request whose body is bytes as given (the conformance probe's malformed JSON)."""
+        headers = self._json_headers if data is not None else self.headers
         try:
-            response = self.pool.request(method, url, body=data, headers=headers,
-                                         redirect=False, preload_content=True)
+            response = self.pool.request(method, self.base_url + path, body=data,
+                                         headers=headers, redirect=False, preload_content=True)
         except urllib3.exceptions.HTTPError as exc:
-            return Reply(None, None, f"{type(exc).__name__}: {exc}")
+            return Reply(None, None, redact(f"{type(exc).__name__}: {exc}"))
         raw = response.data
         if not raw:
             return Reply(response.status, None)
@@ -181,7 +196,7 @@ class AdapterTarget:
 
 
 def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8,
-                ledger: str = "sqlite://") -> Target:
+                ledger: str = "sqlite://", http: HttpOptions = HttpOptions()) -> Target:
     """None: the embedded reference service; `http(s)://...`; or `py:MODULE:CLASS`."""
     from .service.bugs import require_embedded
 
@@ -190,7 +205,7 @@ def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8,
         return EmbeddedTarget(seed=seed, bugs=bugs, ledger=ledger)
     if spec.startswith("py:"):
         return AdapterTarget(spec[3:])
-    return HttpTarget(spec, pool_size=pool_size)
+    return HttpTarget(spec, pool_size=pool_size, http=http)
 
 
 def probe(target: Target) -> list[str]:

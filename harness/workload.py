@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import oracle
 from .errors import UsageError
-from .fixtures import FIXTURES, read_toml
+from .packaged import fixture, read_toml
 from .oracle import State
 SENT_REMEMBERED_MAX = 32  # earlier requests a user may retry; older ones are forgotten
 
@@ -58,10 +58,9 @@ class WorkloadConfig:
 
 
 def load_config(spec: str | None, locale: str | None) -> WorkloadConfig:
-    """`spec`: None (fixtures/personas.toml), a name in fixtures/ (personas-NAME.toml) or a path."""
-    path = FIXTURES / "personas.toml" if spec is None else Path(spec)
-    if spec is not None and not path.exists() and (FIXTURES / f"personas-{spec}.toml").exists():
-        path = FIXTURES / f"personas-{spec}.toml"
+    """`spec`: None (the shipped personas.toml), a shipped name (personas-NAME.toml) or a path."""
+    shipped = fixture("personas.toml" if spec is None else f"personas-{spec}.toml")
+    path = Path(spec) if spec is not None and (shipped is None or Path(spec).exists()) else shipped
     raw = read_toml(path, "personas file")
     known = {"mix", "workload"}
     if set(raw) - known:

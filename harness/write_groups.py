@@ -120,9 +120,15 @@ def entry_acks_ms(entries: list[dict], groups: dict[str, WriteGroup],
             out.append(repay_ack_ms.get(group.request_id))
             continue
         alone = made[group.request_id] == 1
-        ack_ms = min((op.complete_ms for op in group.attempts
-                      if op.outcome == "ok" and op.complete_ms is not None
-                      and _vouches(op.response, entry["seq"], alone)), default=None)
+        attempts = group.attempts
+        if len(attempts) == 1:  # most writes: decided without a generator
+            op = attempts[0]
+            ack_ms = op.complete_ms if op.outcome == "ok" and \
+                _vouches(op.response, entry["seq"], alone) else None
+        else:
+            ack_ms = min((op.complete_ms for op in attempts
+                          if op.outcome == "ok" and op.complete_ms is not None
+                          and _vouches(op.response, entry["seq"], alone)), default=None)
         repay_ack_ms[group.request_id] = ack_ms
         out.append(ack_ms)
     assert len(out) == len(entries)

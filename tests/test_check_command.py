@@ -4,6 +4,7 @@ a checker that crashes is a `checker_error` finding that fails the gate, never a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,39 @@ def test_the_registry_names_every_checker_once_with_its_property():
     assert list(REGISTRY) == ["writes", "ledger", "rejections", "display"]
     for name, checker in REGISTRY.items():
         assert checker.name == name and len(checker.statement) > 40
+
+
+# -- two processes --------------------------------------------------------------------------------
+
+def _buggy_run():
+    return execute(RunConfig(quiet=True, ops=3_000, seed=5, bugs=("no_gap_repair",)))
+
+
+def test_checking_on_two_processes_gives_what_one_process_gives(monkeypatch):
+    result = _buggy_run()
+    one = checkers.check(result.history, result.ledger)
+    monkeypatch.setattr(checkers, "SPLIT_OPS_MIN", 0)
+    two = checkers.check(result.history, result.ledger)
+    assert one.findings, "the bug must show for the comparison to mean anything"
+    assert [f.to_dict() for f in two.findings] == [f.to_dict() for f in one.findings]
+    assert two.stats == one.stats
+
+
+def _dies_in_the_child(parent_pid):
+    def check(analysis):
+        if os.getpid() != parent_pid:
+            os._exit(3)
+        return []
+    return check
+
+
+def test_a_checker_process_that_dies_is_a_checker_error_for_each_of_its_checkers(monkeypatch):
+    result = _buggy_run()
+    monkeypatch.setattr(checkers, "SPLIT_OPS_MIN", 0)
+    monkeypatch.setitem(REGISTRY, "ledger", Checker("ledger", "dies",
+                                                    _dies_in_the_child(os.getpid())))
+    verdict = checkers.check(result.history, result.ledger)
+    errors = {f.checker for f in verdict.findings if f.kind == "checker_error"}
+    assert errors == {"writes", "ledger", "rejections"}
+    assert any(f.kind == "display_divergence" for f in verdict.findings), \
+        "the checker in this process still judged"

@@ -24,7 +24,8 @@ from test_storage import Backend, DurabilityContract, StoreContract
 pytestmark = pytest.mark.postgres
 
 BASE_URL = os.environ.get("LIMIT_HARNESS_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
-REQUIRED = os.environ.get("LIMIT_HARNESS_REQUIRE_POSTGRES") == "1"
+REQUIRED = "1" in (os.environ.get("LIMIT_HARNESS_REQUIRE_SERVICES"),
+                   os.environ.get("LIMIT_HARNESS_REQUIRE_POSTGRES"))
 
 
 def _probe() -> tuple[str | None, str]:

@@ -58,8 +58,19 @@ def evidence(sim: Sim) -> set[str]:
                 kinds.add("ledger_rule_violation")
         if after.outstanding < 0:
             kinds.add("ledger_rule_violation")
+    newest_seen: dict[str, int] = {}
     for call in sim.history:
         parts = call.path.split("/")
+        if call.method == "POST" and call.path == "/v1/chaos/faults" and call.status == 201 \
+                and call.body.get("kind") == "maintenance_reset":
+            newest_seen.clear()  # a reset may honestly put the display back
+        if call.method == "GET" and call.path.endswith("/display") and call.status == 200 \
+                and type(call.reply.get("as_of_seq")) is int:
+            # stale_display: once a display showed seq N, one showing an older seq went back.
+            as_of, account_id = call.reply["as_of_seq"], parts[3]
+            if as_of < newest_seen.get(account_id, 0):
+                kinds.add("stale_display")
+            newest_seen[account_id] = max(as_of, newest_seen.get(account_id, 0))
         if call.method == "POST" and len(parts) == 5 and parts[2] == "accounts":
             # wrongful_rejection: a 409/422/423 although the ledger state then allowed it.
             if call.status in (409, 422, 423):
@@ -293,11 +304,32 @@ def frozen_draw_allowed(sim: Sim, buggy: bool) -> None:
         assert (status, reply.get("error")) == (423, "account_not_active")
 
 
+def late_duplicate(sim: Sim, buggy: bool) -> None:
+    sim.open("a", 1000)
+    sim.draw("a", 100)
+    sim.tick(100)  # delivered once: right
+    status, shown = sim.display("a")
+    assert (status, fields(shown), shown["as_of_seq"]) == (200, view(1000, 100), 2)
+    sim.tick(200)  # the bus delivers the draw again
+    shown = sim.display("a")[1]
+    assert shown["as_of_seq"] == 2
+    assert fields(shown) == (view(1000, 200) if buggy else view(1000, 100))
+
+
+def display_flaps(sim: Sim, buggy: bool) -> None:
+    sim.open("a", 1000)
+    sim.tick(2100)  # the projector snapshots at t = 2000 ms, with only the open applied
+    sim.draw("a", 300)
+    sim.tick(100)
+    seen = [sim.display("a")[1]["as_of_seq"] for _ in range(4)]
+    assert seen == ([2, 1, 2, 1] if buggy else [2, 2, 2, 2])
+
+
 SCENARIOS = {f.__name__: f for f in (
     no_gap_repair, apply_duplicates, reset_shows_zero, no_cure, limit_cut_hidden,
     retry_duplicates_draw, draw_against_display, negative_available, reorder_blind,
     snapshot_keeps_watermark, exact_available_rejected, overpay_accepted, close_with_balance,
-    frozen_draw_allowed)}
+    frozen_draw_allowed, late_duplicate, display_flaps)}
 
 
 # -- the tests ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
+from ..secrets import redact_bytes
 from ..history import History
 from . import html, json_report, junit, markdown
 
@@ -48,11 +49,16 @@ def _write_atomically(path: Path, data: bytes) -> Path:
     # A CI step reading the directory while a run rewrites it never sees half a file.
     partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_bytes(data)
+        partial.write_bytes(redact_bytes(data))
         os.replace(partial, path)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
-__all__ = ["FILE_NAMES", "load_report", "write_reports"]
+def write_file(path: Path, data: bytes) -> Path:
+    """Any file of a run (history.jsonl, ledger.jsonl, ...): whole or not at all, no secrets."""
+    return _write_atomically(path, data)
+
+
+__all__ = ["FILE_NAMES", "load_report", "write_file", "write_reports"]

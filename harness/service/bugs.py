@@ -120,6 +120,39 @@ def _reorder_blind(service: "LimitService") -> None:
     projector.deliver = deliver_blind
 
 
+LATE_REDELIVERY_MS = 150  # within the convergence phase's settle interval, as a real bus's would
+
+
+def _late_duplicate(service: "LimitService") -> None:
+    pipe, projector = service.pipe, service.projector
+    publish = pipe.publish
+
+    def publish_and_redeliver(event, now_ms: int) -> None:
+        publish(event, now_ms)
+        if event.kind != "open":  # a second open would reset the row and hide the rest
+            pipe.redeliver(event, now_ms + service.config.sync_lag_ms + LATE_REDELIVERY_MS)
+    pipe.publish = publish_and_redeliver
+    _apply_duplicates(service)
+
+
+def _display_flaps(service: "LimitService") -> None:
+    projector = service.projector
+    display = projector.display
+    reads: dict[str, int] = {}
+
+    def flapping(account_id: str) -> dict | None:
+        # Every other read of an account is served from the last snapshot, as a read replica
+        # that lags behind would: honest about its as_of_seq, but the limit jumps back.
+        reads[account_id] = reads.get(account_id, 0) + 1
+        old = projector.snapshot.get(account_id)
+        if reads[account_id] % 2 or old is None:
+            return display(account_id)
+        view = old.state.view()
+        view["account_id"], view["as_of_seq"] = account_id, old.as_of_seq
+        return view
+    projector.display = flapping
+
+
 def _no_gap_repair(service: "LimitService") -> None:
     service.projector.anti_entropy = lambda now_ms, late_ms: 0
 
@@ -210,6 +243,12 @@ CATALOGUE: dict[str, Bug] = {
     "frozen_draw_allowed": Bug(
         "a frozen account can still draw",
         "ledger_rule_violation", True, _judge_with(_frozen_draws)),
+    "late_duplicate": Bug(
+        "the bus redelivers every event a moment later and the projector applies it again",
+        "inconsistent_display", True, _late_duplicate),
+    "display_flaps": Bug(
+        "every other display read comes from an old snapshot: the limit jumps back and forth",
+        "stale_display", True, _display_flaps),
 }
 
 

@@ -73,6 +73,15 @@ class EventPipe:
             else:
                 self._enqueue(event, now_ms)
 
+    def redeliver(self, event: Event, at_ms: int) -> None:
+        """Deliver `event` (again) at `at_ms`, whatever the faults: an at-least-once bus's
+        redelivery (a seeded bug uses it)."""
+        if len(self._fifo) + len(self._heap) >= QUEUE_MAX:
+            self.dropped += 1
+            return
+        self._counter += 1
+        heapq.heappush(self._heap, (at_ms, self._counter, event))
+
     def due(self, now_ms: int) -> list[Event]:
         """Events whose delivery time has come, in delivery order; none while sync is paused."""
         if self._held and (self.faults.window <= 1 or now_ms - self._held_since_ms >= REORDER_HOLD_MS):

@@ -1,0 +1,51 @@
+"""Fault providers: the nemesis decides which fault and when; a provider carries it out.
+
+A provider turns an abstract fault (`{"kind": ..., **params}`) into something done to the target
+from outside or through its own chaos API: a signal to a process, a toxic on a TCP proxy, a shell
+command, a container paused. The history records every injection and removal through the
+recorder, whichever provider carried it out, so fault windows, staleness allowances and coverage
+do not depend on how a fault was made.
+
+The abstract kinds are the contract's six plus what operators see go wrong with real components.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..contract import FAULT_KINDS
+
+# Faults a service's own chaos API cannot express, carried out on its processes and connections.
+OUTSIDE_KINDS = (
+    "crash_restart",      # SIGKILL a process (or container), then start it again
+    "process_pause",      # SIGSTOP until removed (SIGCONT), or a container paused
+    "network_latency",    # a proxy delays every byte by latency_ms (plus jitter_ms)
+    "network_partition",  # a proxy black-holes traffic until removed
+    "connection_reset",   # a proxy resets every connection (RST) until removed
+)
+ALL_KINDS = FAULT_KINDS + OUTSIDE_KINDS
+
+
+class FaultRefused(Exception):
+    """A provider could not carry out (or undo) a fault: a hook failed or timed out, a process
+    is gone, a proxy is not listening. One line, no secrets; the recorder records the
+    injection as refused (`fail`), so the fault is never counted as having acted."""
+
+
+class Provider(Protocol):
+    """Carries out faults of some kinds. `inject` returns the fault as carried out, with a
+    `fault_id` unique within the provider (a one-shot fault such as `maintenance_reset` or
+    `crash_restart` also gets one, and is never listed as active); `remove` and `clear` undo.
+    Every call has a bound on its time and raises FaultRefused rather than hang."""
+
+    name: str
+
+    def kinds(self) -> tuple[str, ...]: ...
+
+    def inject(self, fault: dict) -> dict: ...
+
+    def remove(self, fault_id: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def close(self) -> None: ...

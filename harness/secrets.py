@@ -1,0 +1,61 @@
+"""Secrets the harness was given (tokens in --header values, passwords in URLs) and their
+removal from everything it writes or prints: reports, histories, summaries, error lines.
+
+A value is registered where the harness reads it; `redact` runs at every edge where text
+leaves the process. A target can echo a token back in an answer, so redaction is of the
+output, not only of what the harness itself put there.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+REDACTED = "<redacted>"
+SECRET_CHARS_MIN = 4  # shorter values would redact ordinary words; they protect little anyway
+
+_known: set[str] = set()
+_lock = threading.Lock()
+
+
+def register(value: str) -> str:
+    """Remember `value` as a secret; returns it."""
+    if isinstance(value, str) and len(value) >= SECRET_CHARS_MIN:
+        with _lock:
+            _known.add(value)
+    return value
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by <redacted>."""
+    for secret in sorted(_known, key=len, reverse=True):  # a longer secret may contain a shorter
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_bytes(data: bytes) -> bytes:
+    if not _known:
+        return data
+    for secret in sorted(_known, key=len, reverse=True):
+        raw = secret.encode("utf-8")
+        if raw in data:
+            data = data.replace(raw, REDACTED.encode("utf-8"))
+    return data
+
+
+def url_shown(url: str) -> str:
+    """A URL fit to show: its password (registered as a secret) replaced by <redacted>."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    register(password)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:{REDACTED}@{host}{port}", parts.path, parts.query,
+                       parts.fragment))

@@ -1,0 +1,1 @@
+"""The locust load test, shipped inside the package as `harness.loadtests`."""
