@@ -44,7 +44,8 @@ def read_toml(path: Path | Traversable, what: str) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {path} is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not valid TOML: not UTF-8 text at byte "
+                         f"{exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{what} {path} is not valid TOML: {exc}") from None

@@ -13,6 +13,7 @@ import pytest
 
 from harness.conform import CHECK_NAMES, Check, conform, summary_lines, to_json, to_junit
 from harness.errors import TargetError, UsageError
+from harness.http_options import HttpOptions
 from harness.targets import EmbeddedTarget, HttpTarget, Reply, open_target
 
 # Rules of the HTTP edge: the embedded target takes parsed JSON of any size.
@@ -183,7 +184,7 @@ def test_an_unreachable_url_is_a_target_error():
     with socket.socket() as sock:  # a port nothing listens on once this closes
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    target = HttpTarget(f"http://127.0.0.1:{port}", timeout_s=1.0)
+    target = HttpTarget(f"http://127.0.0.1:{port}", http=HttpOptions(timeout_s=1.0))
     with pytest.raises(TargetError, match=f"127.0.0.1:{port}"):
         conform(target)
 

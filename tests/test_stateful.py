@@ -8,7 +8,7 @@ import unittest
 
 import pytest
 
-from harness import prop
+from harness import convergence, prop
 from harness.findings import Finding, FindingsError, describe_findings, raise_for_findings
 from harness.prop import PropConfig
 from harness.service.bugs import CATALOGUE
@@ -101,8 +101,10 @@ def test_teardown_converges_then_judges_the_display_with_the_checkers():
     history = machine.recorder.history
     conv_ms = history.phase_start_ms("convergence")
     reads = [op for op in history.ops if op.f == "display" and op.invoke_ms >= conv_ms]
-    assert len(reads) == 2, "every account read twice after the service level"
-    assert min(op.invoke_ms for op in reads) >= conv_ms + machine.sla_ms
+    deadline_ms = conv_ms + machine.sla_ms + convergence.MARGIN_MS  # no delay was injected
+    late = [op for op in reads if op.invoke_ms >= deadline_ms]
+    assert len(late) == 2, "a display never seen converged is read twice after the deadline"
+    assert len(reads) > len(late), "and watched, not slept through, before it"
 
 
 def test_a_correct_program_passes_teardown_and_leaves_a_complete_history():

@@ -2,9 +2,9 @@
 
 No web framework: routing, validation and answers live in the sans-IO core, so this edge and the
 embedded target run the very same code. What this module adds is bytes <-> JSON, the body size
-limit, the 500 safety net, and the background task that moves events to the read model in real
-time. Everything runs on the event loop thread and `service.call` never awaits, so no request
-can observe another one half done: the core needs no locks.
+and time limits, the 500 safety net, and the background task that moves events to the read model
+in real time. Everything runs on the event loop thread and `service.call` never awaits, so no
+request can observe another one half done: the core needs no locks.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ SYNC_SLEEP_MIN_MS = 1
 SYNC_SLEEP_MAX_MS = 5
 SYNC_STOP_WAIT_S = 2.0
 ERROR_LOG_EVERY_S = 1.0  # a failing sync tick would otherwise log hundreds of lines a second
+# A body trickled a byte at a time would hold its connection and task for ever; past this the
+# request is answered 408 and its connection closed. The server bounds the head (server.py).
+BODY_READ_TIMEOUT_S = 10.0
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_CLOSE_HEADERS = [(b"connection", b"close")]  # the rest of the body may still be on its way
 _TOO_LARGE = 413, error_body("too_large", f"the request body exceeds {BODY_BYTES_MAX} bytes")
 
 
@@ -34,14 +38,18 @@ class _Disconnected(Exception):
     """The client went away before its request body arrived: there is no one to answer."""
 
 
-def make_app(service, clock=None):
-    """The ASGI callable serving `service`; `clock` (default: the service's) paces the sync task."""
+def make_app(service, clock=None, *, body_read_timeout_s: float = BODY_READ_TIMEOUT_S):
+    """The ASGI callable serving `service`; `clock` (default: the service's) paces the sync task;
+    a request body must arrive within `body_read_timeout_s` of its headers."""
+    assert body_read_timeout_s > 0, body_read_timeout_s
     clock = service.clock if clock is None else clock
+    timed_out = 408, {"error": "request_timeout",
+                      "detail": f"the request body did not arrive within {body_read_timeout_s:g} s"}
 
     async def app(scope, receive, send):
         kind = scope["type"]
         if kind == "http":
-            await _http(service, scope, receive, send)
+            await _http(service, scope, receive, send, body_read_timeout_s, timed_out)
         elif kind == "lifespan":
             await _lifespan(service, clock, receive, send)
         # Anything else (websocket) is not in the contract; returning makes the server refuse it.
@@ -50,10 +58,18 @@ def make_app(service, clock=None):
 
 
 # -- requests ------------------------------------------------------------------------------------
-async def _http(service, scope, receive, send) -> None:
+async def _http(service, scope, receive, send, body_read_timeout_s: float, timed_out) -> None:
     try:
-        raw = await _read_body(scope, receive)
+        if _declares_body(scope["headers"]):
+            # asyncio.timeout, not wait_for: no task per request, one timer handle.
+            async with asyncio.timeout(body_read_timeout_s):
+                raw = await _read_body(scope, receive)
+        else:  # the request ended with its headers: nothing to wait for, no timer to pay for
+            raw = await _read_body(scope, receive)
     except _Disconnected:
+        return
+    except TimeoutError:
+        await _respond(send, *timed_out, headers=_CLOSE_HEADERS)
         return
     status, body = _TOO_LARGE if raw is None else _answer(service, scope, raw)
     await _respond(send, status, body)
@@ -118,6 +134,17 @@ async def _read_body(scope, receive) -> bytes | None:
     return b"".join(chunks)
 
 
+def _declares_body(headers) -> bool:
+    """Whether more than the headers may be on its way (HTTP/1.1: a content-length other than
+    0, or a transfer-encoding)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return value != b"0"
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
 def _content_length(headers) -> int | None:
     for name, value in headers:
         if name == b"content-length":
@@ -144,14 +171,14 @@ def _parse_query(query_string: bytes) -> dict[str, str]:
     return {name: values[-1] for name, values in pairs.items()}
 
 
-async def _respond(send, status: int, body) -> None:
+async def _respond(send, status: int, body, headers=()) -> None:
     if body is None:
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
         await send({"type": "http.response.body", "body": b""})
         return
     payload = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status,
-                "headers": _JSON_HEADERS + [(b"content-length", b"%d" % len(payload))]})
+                "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload)), *headers]})
     await send({"type": "http.response.body", "body": payload})
 
 
