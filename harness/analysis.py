@@ -72,6 +72,7 @@ class AccountIndex:
         self.entries = entries
         self.seqs = [e["seq"] for e in entries]
         self.timeline = account_timeline(entries)
+        self._timeline_seqs = [seq for seq, _ in self.timeline]
         self._owners = [entry_owner(e["request_id"], groups) for e in entries]
         self.acks_ms = entry_acks_ms(entries, groups, self._owners)
         acks = sorted((ack_ms, seq) for seq, ack_ms in zip(self.seqs, self.acks_ms)
@@ -103,10 +104,15 @@ class AccountIndex:
         """sent_min_seq[n]: the smallest seq among entries first sent at or after sent_ms[n]."""
         return self._sends[1]
 
+    def state_at(self, seq: int) -> oracle.State | None:
+        """`oracle.state_at` over this account's timeline, by bisection in C."""
+        n = bisect.bisect_right(self._timeline_seqs, seq)
+        return self.timeline[n - 1][1] if n else None
+
     def state_known_at(self, t_ms: int) -> oracle.State | None:
         """The state after every entry acknowledged before `t_ms`."""
         n = bisect.bisect_left(self.ack_ms, t_ms)
-        return oracle.state_at(self.timeline, self.ack_max_seq[n - 1]) if n else None
+        return self.state_at(self.ack_max_seq[n - 1]) if n else None
 
     @cached_property
     def committed_by_ms(self) -> list[float]:

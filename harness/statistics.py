@@ -3,6 +3,8 @@ judge nothing (the gate may bound some of them): display lag, availability, cove
 
 from __future__ import annotations
 
+import operator
+
 from .analysis import Analysis, CheckConfig
 from .findings import SEVERITIES, Finding
 from .history import FaultIndex, History
@@ -12,10 +14,10 @@ LAG_SAMPLES_MAX = 20_000
 NOT_WORKLOAD_FS = ("phase", "fault_add", "fault_remove")
 
 
-def statistics(a: Analysis, lag_records: list[dict]) -> dict:
-    """`ops` {f: {outcome: n}}, `accounts`, `ledger_entries`, `lag_ms` (see `lag_stats`),
-    `lag_samples` (thinned lag records), `availability`, `coverage` {f: {fault kind: n}},
-    `coverage_outcomes`, `fault_windows`; `finding_counts` adds the findings' counts."""
+def statistics(a: Analysis) -> dict:
+    """`ops` {f: {outcome: n}}, `accounts`, `ledger_entries`, `availability`, `coverage`
+    {f: {fault kind: n}}, `coverage_outcomes`, `fault_windows`; `lag_statistics` adds the
+    display lag and `finding_counts` the findings' counts."""
     ops: dict[str, dict[str, int]] = {}
     for op in a.history.ops:
         counts = ops.setdefault(op.f, {})
@@ -29,8 +31,6 @@ def statistics(a: Analysis, lag_records: list[dict]) -> dict:
         "ops": ops,
         "accounts": len(accounts),
         "ledger_entries": len(a.ledger),
-        "lag_ms": lag_stats(lag_records, a.config),
-        "lag_samples": thinned(lag_records),
         "availability": availability(a.history, a.faults),
         "coverage": coverage_totals(outcomes),
         "coverage_outcomes": outcomes,
@@ -38,6 +38,11 @@ def statistics(a: Analysis, lag_records: list[dict]) -> dict:
         "fault_windows": [{"kind": w.kind, "label": w.describe(), "start_ms": w.start_ms,
                            "end_ms": w.end_ms} for w in a.windows],
     }
+
+
+def lag_statistics(lag_records: list[dict], config: CheckConfig) -> dict:
+    """`lag_ms` (see `lag_stats`) and `lag_samples` (the lag records, thinned)."""
+    return {"lag_ms": lag_stats(lag_records, config), "lag_samples": thinned(lag_records)}
 
 
 def finding_counts(findings: list[Finding]) -> dict:
@@ -104,7 +109,7 @@ def availability(history: History, faults: FaultIndex) -> dict:
     is the display checker's divergence."""
     end_ms = max((max(op.invoke_ms, op.complete_ms or 0) for op in history.ops), default=0)
     reads = sorted((op for op in history.ops if op.f == "display"),
-                   key=lambda op: (op.invoke_ms, op.index))
+                   key=operator.attrgetter("invoke_ms", "index"))
     counts = {"ok": 0, "unavailable": 0, "other_fail": 0, "info": 0}
     in_faults = 0
     by_fault: dict[str, int] = {}

@@ -5,6 +5,7 @@ and the probe leaves nothing behind but its own prefixed accounts.
 
 from __future__ import annotations
 
+import json
 import socket
 import xml.etree.ElementTree as ET
 
@@ -273,3 +274,32 @@ def test_summary_is_one_line_per_check_then_the_totals():
     assert lines[2] == "SKIP input.too_large: HTTP only"
     assert lines[3].startswith("conform: 1 passed, 1 failed, 1 skipped")
     assert all("\n" not in line for line in lines)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def _conform_cli(tmp_path, *args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "harness.cli", "conform", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.http
+def test_the_command_exits_1_naming_the_failed_rule_against_a_broken_service(start_service,
+                                                                           tmp_path):
+    served = start_service("--bug", "no_cure")
+    done = _conform_cli(tmp_path, "--target", served.url, "--report-dir", "out")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert any(line.startswith("FAIL") and "cure" in line for line in done.stdout.splitlines())
+    checks = json.loads((tmp_path / "out" / "conform.json").read_text())
+    assert checks and (tmp_path / "out" / "junit.xml").is_file()
+
+
+def test_the_command_exits_2_in_one_line_when_nothing_answers(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = _conform_cli(tmp_path, "--target", f"http://127.0.0.1:{port}", "--timeout-s", "1")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr

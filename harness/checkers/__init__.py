@@ -20,7 +20,7 @@ from typing import Callable
 from ..analysis import Analysis, CheckConfig, analyse
 from ..findings import Finding, sort_findings
 from ..history import History
-from ..statistics import finding_counts, statistics
+from ..statistics import finding_counts, lag_statistics, statistics
 from . import display, ledger, rejections, writes
 
 
@@ -58,24 +58,35 @@ def check(history: History, ledger_entries: list, config: CheckConfig | None = N
         return Verdict([_crashed("analysis", exc)], {})
     split = len(history.ops) >= SPLIT_OPS_MIN and _can_fork()
     elsewhere = [c for c in REGISTRY.values() if c.name != display.NAME] if split else []
-    child = _start_child(elsewhere, analysis) if elsewhere else None
-    here: dict[str, list[Finding]] = {}
+    child = _start_child(elsewhere, analysis, with_stats) if split else None
+    found: dict[str, list[Finding]] = {}
     for checker in REGISTRY.values():
         if checker not in elsewhere:
-            here[checker.name] = _run_safely(checker, analysis)
+            found[checker.name] = _run_safely(checker, analysis)
     stats: dict = {}
     if with_stats:
-        try:
-            stats = statistics(analysis, display.lag_records(analysis))
-        except Exception as exc:  # noqa: BLE001 - the findings stand; the stats are unknown
-            here["statistics"] = [_crashed("statistics", exc)]
+        stats = _stats_safely(found, lambda: lag_statistics(display.lag_records(analysis),
+                                                            analysis.config))
     if child is not None:
-        here.update(_join_child(child, elsewhere))
+        their_findings, their_stats = _join_child(child, elsewhere)
+        for name, more in their_findings.items():
+            found.setdefault(name, []).extend(more)
+        stats.update(their_stats)
+    elif with_stats:
+        stats.update(_stats_safely(found, lambda: statistics(analysis)))
     # In registry order, whichever process ran each: the same order as one process gives.
-    findings = sort_findings(f for name in [*REGISTRY, "statistics"] for f in here.get(name, ()))
+    findings = sort_findings(f for name in [*REGISTRY, "statistics"] for f in found.get(name, ()))
     if with_stats:
         stats.update(finding_counts(findings))
     return Verdict(findings, stats)
+
+
+def _stats_safely(found: dict[str, list[Finding]], compute: Callable[[], dict]) -> dict:
+    try:
+        return compute()
+    except Exception as exc:  # noqa: BLE001 - the findings stand; the stats are unknown
+        found.setdefault("statistics", []).append(_crashed("statistics", exc))
+        return {}
 
 
 def _run_safely(checker: Checker, analysis: Analysis) -> list[Finding]:
@@ -98,16 +109,19 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1 and "gevent" not in sys.modules
 
 
-def _start_child(checkers: list[Checker], analysis: Analysis) -> tuple[int, int]:
-    """Fork a child that runs `checkers` on the analysis (shared, copy on write) and sends
-    their findings back through a pipe."""
+def _start_child(checkers: list[Checker], analysis: Analysis,
+                 with_stats: bool) -> tuple[int, int]:
+    """Fork a child that runs `checkers` (and, `with_stats`, the statistics but the display
+    lag) on the analysis (shared, copy on write) and sends the results back through a pipe."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 0
         try:
             os.close(read_fd)
-            answer = pickle.dumps({c.name: _run_safely(c, analysis) for c in checkers})
+            found = {c.name: _run_safely(c, analysis) for c in checkers}
+            stats = _stats_safely(found, lambda: statistics(analysis)) if with_stats else {}
+            answer = pickle.dumps((found, stats))
             with os.fdopen(write_fd, "wb") as pipe:
                 pipe.write(answer)
         except BaseException:  # noqa: BLE001 - the parent reports a child that said nothing
@@ -118,18 +132,20 @@ def _start_child(checkers: list[Checker], analysis: Analysis) -> tuple[int, int]
     return pid, read_fd
 
 
-def _join_child(child: tuple[int, int], checkers: list[Checker]) -> dict[str, list[Finding]]:
+def _join_child(child: tuple[int, int],
+                checkers: list[Checker]) -> tuple[dict[str, list[Finding]], dict]:
     pid, read_fd = child
     with os.fdopen(read_fd, "rb") as pipe:
         data = pipe.read()
     os.waitpid(pid, 0)
     try:
-        found = pickle.loads(data)
-        assert set(found) == {c.name for c in checkers}
-        return found
+        found, stats = pickle.loads(data)
+        assert {c.name for c in checkers} <= set(found) <= {c.name for c in checkers} | \
+            {"statistics"}
+        return found, stats
     except Exception:  # noqa: BLE001 - killed, or died: each of its checkers is unknown
         gone = RuntimeError("the process running it ended without an answer")
-        return {c.name: [_crashed(c.name, gone)] for c in checkers}
+        return {c.name: [_crashed(c.name, gone)] for c in checkers}, {}
 
 
 def _crashed(name: str, exc: Exception) -> Finding:

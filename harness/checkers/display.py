@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -21,6 +22,7 @@ from ..findings import SEVERITY_RANK, Finding, entry_words, fen
 from ..history import FaultIndex, FaultWindow, History, Op, delay_of, described, kinds_of
 
 NAME = "display"
+_BY_INVOKE = operator.attrgetter("invoke_ms", "index")
 VIEW_FIELDS = oracle.DISPLAY_FIELDS
 
 
@@ -165,8 +167,7 @@ def _judge(a: Analysis) -> tuple[list[Finding], list[dict]]:
     resets = _Resets(windows, allowance)
     cases: dict[tuple[str, str], list[_Case]] = {}
     records: list[dict] = []
-    reads = sorted((op for op in a.history.ops if op.f == "display"),
-                   key=lambda op: (op.invoke_ms, op.index))
+    reads = sorted((op for op in a.history.ops if op.f == "display"), key=_BY_INVOKE)
     for op in reads:
         account_id = str(op.account_id)
         account = a.accounts.get(account_id)
@@ -258,7 +259,7 @@ def _consistency(op: Op, d: dict, account: AccountIndex,
     shown = _view(d)
     as_of_seq = d["as_of_seq"]
     if as_of_seq is not None:
-        state = oracle.state_at(account.timeline, as_of_seq)
+        state = account.state_at(as_of_seq)
         if state is not None and state.view() == shown:
             return as_of_seq, None
         truth = state.view() if state is not None else None

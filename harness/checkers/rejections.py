@@ -32,13 +32,13 @@ def candidates(account: AccountIndex, invoke_ms: int,
     first = 0 if seq_lo is None else bisect.bisect_right(account.seqs, seq_lo)
     last = len(account.seqs) if seq_hi is None else bisect.bisect_left(account.seqs, seq_hi)
     assert 0 <= first <= len(account.seqs) and 0 <= last <= len(account.seqs)
-    states = [None if seq_lo is None else oracle.state_at(account.timeline, seq_lo)]
+    states = [None if seq_lo is None else account.state_at(seq_lo)]
     entries = account.entries
     for n in range(first, max(first, last)):
         # A repay and its cure commit in one transaction: nobody meets the state between.
         if n + 1 < len(entries) and _cures(entries[n], entries[n + 1]):
             continue
-        states.append(oracle.state_at(account.timeline, account.seqs[n]))
+        states.append(account.state_at(account.seqs[n]))
     return states, max(0, last - first)
 
 

@@ -32,6 +32,20 @@ class FaultRefused(Exception):
     injection as refused (`fail`), so the fault is never counted as having acted."""
 
 
+def remove_each(remove, fault_ids: list[str]) -> None:
+    """`remove(fault_id)` for each, all tried even when some are refused; then the first refusal
+    is raised, saying how many more there were."""
+    refusals = []
+    for fault_id in fault_ids:
+        try:
+            remove(fault_id)
+        except FaultRefused as exc:
+            refusals.append(str(exc))
+    if refusals:
+        more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
+        raise FaultRefused(refusals[0] + more)
+
+
 class Provider(Protocol):
     """Carries out faults of some kinds. `inject` returns the fault as carried out, with a
     `fault_id` unique within the provider (a one-shot fault such as `maintenance_reset` or

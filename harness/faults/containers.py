@@ -18,7 +18,7 @@ import docker
 import requests
 
 from ..errors import TargetError
-from . import FaultRefused
+from . import FaultRefused, remove_each
 
 CLIENT_TIMEOUT_S = 10  # every engine call is bounded by the client's timeout
 RUNNING_TIMEOUT_S = 10.0
@@ -118,15 +118,7 @@ class ContainerProvider:
         """Remove every active fault; the first refusal is raised after all were tried."""
         with self._lock:
             fault_ids = list(self._active)
-        refusals = []
-        for fault_id in fault_ids:
-            try:
-                self.remove(fault_id)
-            except FaultRefused as exc:
-                refusals.append(str(exc))
-        if refusals:
-            more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
-            raise FaultRefused(refusals[0] + more)
+        remove_each(self.remove, fault_ids)
 
     def close(self) -> None:
         self.clear()

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 import urllib3
 
-from . import FaultRefused
+from . import FaultRefused, remove_each
 
 HOOK_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
@@ -104,15 +104,7 @@ class HookProvider:
         """Remove every active fault; the first refusal is raised after all were tried."""
         with self._lock:
             fault_ids = list(self._active)
-        refusals = []
-        for fault_id in fault_ids:
-            try:
-                self.remove(fault_id)
-            except FaultRefused as exc:
-                refusals.append(str(exc))
-        if refusals:
-            more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
-            raise FaultRefused(refusals[0] + more)
+        remove_each(self.remove, fault_ids)
 
     def close(self) -> None:
         self._http.clear()
