@@ -113,6 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the optional chaos API: probe it when listed (auto), fail "
                               "without it (require), or leave it alone (skip)")
     _add_http_options(conform)
+
+    reconcile = sub.add_parser("reconcile", help="reconcile an exported ledger against an "
+                                                 "exported display snapshot, without a run")
+    reconcile.add_argument("--ledger", required=True, metavar="SOURCE",
+                           help="a .jsonl, .csv or .parquet file, or postgresql://.../db?table=T "
+                                "(or ?query=SQL)")
+    reconcile.add_argument("--display", required=True, metavar="SOURCE", help="the same kinds")
+    reconcile.add_argument("--as-of-seq", type=_non_negative_int, default=None,
+                           help="the ledger seq the display snapshot was taken at: later entries "
+                                "are left out, and a display behind it is stale")
+    reconcile.add_argument("--columns", type=Path, default=None, metavar="FILE",
+                           help="a TOML file mapping the contract's column names to yours "
+                                "([ledger] and [display] tables)")
+    reconcile.add_argument("--money-unit", choices=("fen", "yuan"), default="fen")
+    reconcile.add_argument("--partition", default=None, metavar="K/N",
+                           help="only the accounts in part K of N (stable hash of account_id)")
+    reconcile.add_argument("--engine", choices=("columnar", "rows"), default="columnar")
+    reconcile.add_argument("--policy", type=Path, default=None)
+    reconcile.add_argument("--report-dir", type=Path, default=None)
     return parser
 
 
@@ -292,8 +311,46 @@ def _conform(args) -> int:
     return exit_code(conform.counts(checks)["fail"] == 0)
 
 
+def _reconcile(args) -> int:
+    import datetime as dt
+    import shlex
+    import time
+
+    from . import console, gate
+    from .packaged import read_toml
+    from .reconcile import ReconcileConfig, partition, reconcile
+    from .reports import document, write_reports
+    from .secrets import url_shown
+
+    policy = gate.load_policy(args.policy)
+    columns = read_toml(args.columns, "columns file") if args.columns else None
+    config = ReconcileConfig(
+        ledger=args.ledger, display=args.display, as_of_seq=args.as_of_seq, columns=columns,
+        money_unit=args.money_unit, engine=args.engine,
+        partition=partition.parse(args.partition) if args.partition else None)
+    started_s = time.time()
+    result = reconcile(config)
+    stamp = dt.datetime.fromtimestamp(started_s, dt.timezone.utc)
+    shown = {"ledger": url_shown(args.ledger), "display": url_shown(args.display),
+             "as_of_seq": args.as_of_seq, "partition": args.partition, "engine": args.engine,
+             "money_unit": args.money_unit}
+    argv = ["limit-harness", "reconcile", "--ledger", shown["ledger"], "--display",
+            shown["display"]] + [word for flag, value in (
+                ("--as-of-seq", args.as_of_seq), ("--partition", args.partition),
+                ("--policy", args.policy), ("--columns", args.columns)) if value is not None
+                for word in (flag, str(value))]
+    report = document.build(
+        run_id=document.run_id(stamp, "reconcile"), seed=None, target=shown["ledger"],
+        mode="reconcile", started=stamp, duration_s=time.time() - started_s, config=shown,
+        stats=result.stats, findings=result.findings, replay=shlex.join(argv), policy=policy)
+    report_dir = args.report_dir or Path.cwd() / "reports" / report["run_id"]
+    write_reports(report, None, report_dir)
+    _say(console.run_summary(report, report_dir))
+    return exit_code(report["verdict"] == "pass")
+
+
 COMMANDS = {"serve": _serve, "run": _run, "replay": _replay, "check": _check, "gate": _gate,
-            "prop": _prop, "contract": _contract, "conform": _conform}
+            "prop": _prop, "contract": _contract, "conform": _conform, "reconcile": _reconcile}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,8 @@ def run_summary(report: dict, report_dir: Path) -> str:
     reports are and how to replay."""
     stats = report.get("stats") or {}
     findings = report["findings"]
-    lines = [f"{report['verdict'].upper()}  seed {report.get('seed')}  target {report['target']}"
+    seed = f"  seed {report['seed']}" if report.get("seed") is not None else ""
+    lines = [f"{report['verdict'].upper()}{seed}  target {report['target']}"
              f"  {report['duration_s']:.1f} s"]
     if "client_ops" in stats:
         events = stats.get("events_delivered")

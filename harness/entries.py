@@ -36,10 +36,29 @@ def _field_ok(name: str, value: Any) -> bool:
     return type(value) is str and value in contract.PRODUCTS
 
 
+def _problem_quickly(entry: Any, seen_accounts: set[str],
+                     seen_ats: set[str]) -> tuple[str, str] | None:
+    """`entry_problem`, with the account ids and timestamps already found good remembered."""
+    if type(entry) is dict:
+        account_id, at = entry.get("account_id"), entry.get("at")
+        if account_id in seen_accounts and at in seen_ats and type(account_id) is str \
+                and type(at) is str:
+            return _problem_past(entry, check_account=False, check_at=False)
+    problem = entry_problem(entry)
+    if problem is None:
+        seen_accounts.add(entry["account_id"])
+        seen_ats.add(entry["at"])
+    return problem
+
+
 def entry_problem(entry: Any) -> tuple[str, str] | None:
     """(code, plain words) when one entry, on its own, breaks the contract's entry shape."""
     if not isinstance(entry, dict):
         return "not_object", f"an entry is not a JSON object: {entry!r:.80}"
+    return _problem_past(entry, check_account=True, check_at=True)
+
+
+def _problem_past(entry: dict, *, check_account: bool, check_at: bool) -> tuple[str, str] | None:
     seq = entry.get("seq")
     if type(seq) is not int or seq < 0:
         return "bad_seq", f"seq {seq!r} is not a non-negative integer"
@@ -47,13 +66,13 @@ def entry_problem(entry: Any) -> tuple[str, str] | None:
         return "bad_entry_id", f"entry seq={seq} has entry_id {entry.get('entry_id')!r}"
     if not is_entry_request_id(entry.get("request_id")):
         return "bad_request_id", f"entry seq={seq} has request_id {entry.get('request_id')!r}"
-    if not contract.is_id(entry.get("account_id")):
+    if check_account and not contract.is_id(entry.get("account_id")):
         return "bad_account_id", f"entry seq={seq} has account_id {entry.get('account_id')!r}"
     kind = entry.get("type")
     if kind not in contract.ENTRY_TYPES:
         return "bad_type", f"entry seq={seq} has unknown type {kind!r}"
     at = entry.get("at")
-    if type(at) is not str or parse_rfc3339(at) is None:
+    if check_at and (type(at) is not str or parse_rfc3339(at) is None):
         return "bad_at", f"entry seq={seq} has `at` {at!r}, not an RFC 3339 timestamp"
     for name in contract.ENTRY_FIELDS_BY_TYPE[kind]:
         value = entry.get(name)
@@ -69,8 +88,12 @@ def clean_ledger(ledger: Iterable[Any]) -> tuple[list[dict], list[tuple[str, str
     problems: list[tuple[str, str, Any]] = []
     entry_ids: set[str] = set()
     last_seq = -1
+    # An account's entries share its id and a run's entries share timestamps: each is checked
+    # once (the cost of reading a large ledger is mostly these two checks).
+    seen_accounts: set[str] = set()
+    seen_ats: set[str] = set()
     for entry in ledger:
-        problem = entry_problem(entry)
+        problem = _problem_quickly(entry, seen_accounts, seen_ats)
         if problem is None and entry["seq"] <= last_seq:
             problem = ("seq_order", f"seq {entry['seq']} comes after seq {last_seq}")
         if problem is None and entry["entry_id"] in entry_ids:

@@ -69,6 +69,9 @@ HARNESS = 0                    # the master's own ops (faults, phases, convergen
 ENV_SEED = "LIMIT_SEED"
 ENV_SLA_MS = "LIMIT_SLA_MS"
 ENV_FAULTS = "LIMIT_FAULTS"
+# Locust run by hand is a plain load test unless asked for faults (a fault can hide a bug for the
+# few seconds of a short run); `limit-harness load` passes --faults, whose default is "all".
+FAULTS_BY_HAND = "none"
 ENV_POLICY = "LIMIT_POLICY"
 ENV_REPORT_DIR = "LIMIT_REPORT_DIR"
 ENV_HEADERS = "LIMIT_HEADERS"      # JSON {name: value as given}: `$VAR` is read where it is sent
@@ -314,7 +317,7 @@ class LoadSettings:
 
     seed: int = 0
     sla_ms: int = 1000
-    faults: str = "all"
+    faults: str = FAULTS_BY_HAND
     policy: str | None = None
     report_dir: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -339,7 +342,7 @@ class LoadSettings:
     def from_env(cls, env) -> "LoadSettings":
         try:
             return cls(seed=int(env.get(ENV_SEED, "0")), sla_ms=int(env.get(ENV_SLA_MS, "1000")),
-                       faults=env.get(ENV_FAULTS, "all"), policy=env.get(ENV_POLICY) or None,
+                       faults=env.get(ENV_FAULTS, FAULTS_BY_HAND), policy=env.get(ENV_POLICY) or None,
                        report_dir=Path(env[ENV_REPORT_DIR]) if env.get(ENV_REPORT_DIR) else None,
                        headers=_headers_of(env.get(ENV_HEADERS)),
                        record=env.get(ENV_RECORD, "1") != "0",

@@ -9,7 +9,7 @@ output, not only of what the harness itself put there.
 from __future__ import annotations
 
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
 SECRET_CHARS_MIN = 4  # shorter values would redact ordinary words; they protect little anyway
@@ -45,17 +45,22 @@ def redact_bytes(data: bytes) -> bytes:
 
 
 def url_shown(url: str) -> str:
-    """A URL fit to show: its password (registered as a secret) replaced by <redacted>."""
+    """A URL fit to show: its password, in the user part or a `password=` query parameter,
+    registered as a secret and replaced by <redacted>."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return url
-    if not password:
-        return url
-    register(password)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:{REDACTED}@{host}{port}", parts.path, parts.query,
-                       parts.fragment))
+    netloc = parts.netloc
+    if password:
+        register(unquote(password))
+        register(password)
+        user_part, _, host_part = netloc.rpartition("@")
+        netloc = f"{user_part.split(':', 1)[0]}:{REDACTED}@{host_part}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in query):
+        query = [(k, register(v) and REDACTED if k.lower() == "password" else v) for k, v in query]
+        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="<>/"),
+                           parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -13,7 +13,7 @@ from .oracle import VALUE_FIELD
 STATUSES = ("acknowledged", "rejected", "unknown")
 
 
-@dataclass
+@dataclass(slots=True)
 class WriteGroup:
     request_id: str
     kind: str

@@ -9,8 +9,9 @@ history, and when the test stops the same convergence phase, checkers, reports a
 
 `limit-harness load` runs this file for you (harness/load.py). Roles: every process that runs
 users records their operations (`OpLog`) and ships them to the master in chunks; the master (or
-the single local process) runs the seeded fault schedule against the target's chaos API, and at
-test stop merges the chunks, converges, checks, writes the reports to `$LIMIT_REPORT_DIR`
+the single local process) runs the seeded fault schedule of `$LIMIT_FAULTS` against the target's
+chaos API (`limit-harness load` passes `--faults`, default all; by hand the default is none),
+and at test stop merges the chunks, converges, checks, writes the reports to `$LIMIT_REPORT_DIR`
 (default reports/<run id>/) and sets locust's exit code: 0 pass, 1 gate failed, 2 not judged.
 Settings come from LIMIT_* environment variables (harness.load.LoadSettings).
 
@@ -20,6 +21,7 @@ two devices (a draw and a repay) or a retry of a request still in flight (same r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -34,7 +36,7 @@ import gevent.lock
 import orjson
 from locust import FastHttpUser, between, events, task
 from locust.contrib.fasthttp import LocustBadStatusCode
-from locust.exception import StopUser
+from locust.exception import RPCSendError, StopUser
 from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRunner
 
 from harness import contract
@@ -263,7 +265,8 @@ def _on_init(environment, runner=None, **_kwargs) -> None:
     gevent.get_hub().loop.update_now()
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_OPS, _on_ops)
-        environment.events.worker_connect.add_listener(_on_worker_connect)
+        environment.events.worker_connect.add_listener(
+            lambda client_id, **_kwargs: _on_worker_connect(runner, client_id))
     elif isinstance(runner, WorkerRunner):
         runner.register_message(MSG_START, _on_announce)
         runner.register_message(MSG_FLUSH, _on_flush)
@@ -383,9 +386,10 @@ def _announcement() -> dict:
     return {"run": STATE.run.run_id, "seed": SETTINGS.seed}
 
 
-def _on_worker_connect(client_id: str, **_kwargs) -> None:
+def _on_worker_connect(runner: MasterRunner, client_id: str) -> None:
     if STATE.run is not None:  # joined mid-test: it must know the run, and answer the flush
         STATE.expected.add(client_id)
+        runner.send_message(MSG_START, _announcement(), client_id=client_id)
 
 
 def _on_ops(environment, msg, **_kwargs) -> None:
@@ -448,7 +452,8 @@ def _await_final_chunks(environment, run: LoadRun) -> set[str]:
     expected = STATE.expected | set(run.collector.logs)
     for worker_id in expected:
         if not _final(run, worker_id) and _alive(runner, worker_id):
-            runner.send_message(MSG_FLUSH, _announcement(), client_id=worker_id)
+            with contextlib.suppress(RPCSendError):  # gone since: it will not answer either
+                runner.send_message(MSG_FLUSH, _announcement(), client_id=worker_id)
     deadline_s = time.monotonic() + FLUSH_WAIT_S
     while time.monotonic() < deadline_s:
         if all(_final(run, w) or not _alive(runner, w) for w in expected):

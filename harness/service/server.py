@@ -148,6 +148,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_timer = None  # armed while we wait for a request head
         self.in_head = False  # between a request's first byte and the end of its headers
         self.head_bytes = 0  # bytes received for the head under way, once it spans chunks
+        self.chunk_bytes = 0  # of the chunk being parsed
         self.heads_begun = 0
         self.refused = False  # answered 408 or 431: the connection is closing, ignore the rest
 
@@ -188,7 +189,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        begun = self.heads_begun
+        self.chunk_bytes, begun = len(data), self.heads_begun
         super().data_received(data)
         # Counted only when the whole chunk is head: one that began the head may also hold the
         # end of the previous request, so a head may overrun by one chunk before it is caught here
@@ -208,7 +209,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         if self.refused:
             return
-        if _head_bytes(self.url, self.headers) > self.limits.header_bytes_max:
+        # The head lies within the chunks counted and this one: measured only if they are large.
+        limit = self.limits.header_bytes_max
+        if (self.head_bytes + self.chunk_bytes > limit
+                and _head_bytes(self.url, self.headers) > limit):
             self._refuse_too_large()
             return
         super().on_headers_complete()
