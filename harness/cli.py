@@ -66,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=_non_negative_int, default=0,
                        help="seed for the fault dice (drop, duplicate, reorder)")
     serve.add_argument("--sync-lag-ms", type=_non_negative_int, default=5)
+    limits = serve.add_argument_group("limits on slow or hostile clients (defaults in "
+                                      "docs/fuzzing.md)")
+    limits.add_argument("--connections-max", type=_positive(int), default=None,
+                        help="open connections at most; past it new ones get 503")
+    limits.add_argument("--header-bytes-max", type=_positive(int), default=None,
+                        help="request line and headers at most this many bytes (else 431)")
+    limits.add_argument("--head-read-timeout-s", type=_positive(float), default=None,
+                        help="time for the request line and headers to arrive (else 408)")
+    limits.add_argument("--body-read-timeout-s", type=_positive(float), default=None,
+                        help="time for the whole body to arrive (else 408)")
+    limits.add_argument("--keep-alive-timeout-s", type=_positive(float), default=None,
+                        help="how long an idle keep-alive connection stays open")
 
     run = sub.add_parser("run", help="drive a target with generated users and faults, "
                                      "check it, write reports, judge the gate")
