@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .errors import (EXIT_INTERRUPTED, EXIT_PASS, EXIT_UNJUDGED, HarnessError, UsageError,
                      exit_code)
-from .http_options import TIMEOUT_S_DEFAULT, HttpOptions
+from .http_options import ANSWER_BYTES_MAX_DEFAULT, TIMEOUT_S_DEFAULT, HttpOptions
 from .secrets import redact
 
 
@@ -158,11 +158,17 @@ def _add_http_options(command: argparse.ArgumentParser) -> None:
     group.add_argument("--insecure", action="store_true",
                        help="do not verify the server's TLS certificate")
     group.add_argument("--timeout-s", type=_positive(float), default=TIMEOUT_S_DEFAULT,
-                       help=f"seconds to wait for each answer (default {TIMEOUT_S_DEFAULT:g})")
+                       help=f"seconds to wait for each answer (default {TIMEOUT_S_DEFAULT:g}; a "
+                            f"whole answer may take three times it)")
+    group.add_argument("--answer-bytes-max", type=_positive(int),
+                       default=ANSWER_BYTES_MAX_DEFAULT, metavar="BYTES",
+                       help="an answer over this is cut off and judged a contract violation "
+                            f"(default {ANSWER_BYTES_MAX_DEFAULT:,})")
 
 
 def _http(args) -> HttpOptions:
-    return HttpOptions.parse(args.header, args.ca_bundle, args.insecure, args.timeout_s)
+    return HttpOptions.parse(args.header, args.ca_bundle, args.insecure, args.timeout_s,
+                             args.answer_bytes_max)
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:

@@ -24,6 +24,8 @@ ENV_REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 RESERVED = ("content-type", "content-length", "host", "transfer-encoding")
 TIMEOUT_S_DEFAULT = 5.0
 TIMEOUT_S_MAX = 600.0
+# A ledger page at its most (10,000 entries) is under 3 MiB; an answer past this is not one.
+ANSWER_BYTES_MAX_DEFAULT = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -32,20 +34,25 @@ class HttpOptions:
     ca_bundle: Path | None = None
     insecure: bool = False
     timeout_s: float = TIMEOUT_S_DEFAULT
+    answer_bytes_max: int = ANSWER_BYTES_MAX_DEFAULT
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_s <= TIMEOUT_S_MAX:
             raise UsageError(f"--timeout-s must be above 0 and at most {TIMEOUT_S_MAX:g}")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise UsageError(f"--ca-bundle {self.ca_bundle} is not a readable file")
+        if self.answer_bytes_max < 64 * 1024:
+            raise UsageError("--answer-bytes-max must be at least 65536 (a ledger page)")
         if self.ca_bundle is not None and self.insecure:
             raise UsageError("--ca-bundle and --insecure contradict each other: choose one")
 
     @classmethod
     def parse(cls, headers: list[str], ca_bundle: Path | None = None, insecure: bool = False,
-              timeout_s: float = TIMEOUT_S_DEFAULT) -> "HttpOptions":
+              timeout_s: float = TIMEOUT_S_DEFAULT,
+              answer_bytes_max: int = ANSWER_BYTES_MAX_DEFAULT) -> "HttpOptions":
         """From `--header 'NAME: VALUE'` lines and the rest, checked."""
-        return cls(tuple(_header(line) for line in headers), ca_bundle, insecure, timeout_s)
+        return cls(tuple(_header(line) for line in headers), ca_bundle, insecure, timeout_s,
+                   answer_bytes_max)
 
     def resolved_headers(self) -> dict[str, str]:
         """The headers to send: each `$VAR` read from the environment now, each value
@@ -68,6 +75,8 @@ class HttpOptions:
             words.append("--insecure")
         if self.timeout_s != TIMEOUT_S_DEFAULT:
             words += ["--timeout-s", f"{self.timeout_s:g}"]
+        if self.answer_bytes_max != ANSWER_BYTES_MAX_DEFAULT:
+            words += ["--answer-bytes-max", str(self.answer_bytes_max)]
         return words
 
     def to_dict(self) -> dict:

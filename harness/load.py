@@ -754,6 +754,12 @@ def with_load_reasons(report: dict, reasons: list[str], bounds: LoadBounds) -> d
 
 # == the master's run: the nemesis, then the judgment =============================================
 
+def import_judging() -> None:
+    """Import the judging half now, in a process that will judge: an import is seconds of CPU
+    that would otherwise stall the test's start, and locust's clock, in the middle of a run.
+    (Never before locust forks its workers: see this module's docstring.)"""
+    from . import convergence, gate, reports  # noqa: F401
+
 @dataclass
 class Judged:
     report: dict

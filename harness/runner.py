@@ -21,7 +21,7 @@ from .convergence import converge_and_check
 from .driver import Drive, drive
 from .errors import UsageError
 from .history import History, new_history
-from .http_options import TIMEOUT_S_DEFAULT, HttpOptions
+from .http_options import ANSWER_BYTES_MAX_DEFAULT, TIMEOUT_S_DEFAULT, HttpOptions
 from .secrets import REDACTED, url_shown
 from .nemesis import load_profile
 from .progress import Progress
@@ -112,6 +112,7 @@ class RunConfig:
 def _http_from_words(words: list[str]) -> HttpOptions:
     """The HTTP options back from `HttpOptions.argv` words, as a replay needs them."""
     headers, ca_bundle, insecure, timeout_s = [], None, False, TIMEOUT_S_DEFAULT
+    answer_bytes_max = ANSWER_BYTES_MAX_DEFAULT
     pairs = iter(words)
     for word in pairs:
         if word == "--insecure":
@@ -122,7 +123,9 @@ def _http_from_words(words: list[str]) -> HttpOptions:
             ca_bundle = Path(next(pairs))
         elif word == "--timeout-s":
             timeout_s = float(next(pairs))
-    return HttpOptions.parse(headers, ca_bundle, insecure, timeout_s)
+        elif word == "--answer-bytes-max":
+            answer_bytes_max = int(next(pairs))
+    return HttpOptions.parse(headers, ca_bundle, insecure, timeout_s, answer_bytes_max)
 
 
 @dataclass

@@ -24,6 +24,8 @@ from .http_options import HttpOptions
 from .secrets import redact, url_shown
 
 WAIT_STEPS_MAX = 10_000_000  # a bound on the event loop of one simulated wait
+READ_CHUNK_BYTES = 64 * 1024
+ANSWER_TIMEOUTS = 3  # a whole answer may take this many --timeout-s (each read has one)
 
 
 @dataclass(slots=True)
@@ -113,6 +115,8 @@ class HttpTarget:
         self.name = url_shown(self.base_url)
         self.clock = RealClock()
         self.headers = http.resolved_headers()
+        self.answer_bytes_max = http.answer_bytes_max
+        self.answer_s_max = ANSWER_TIMEOUTS * http.timeout_s
         self._json_headers = {**self.headers, "content-type": "application/json"}
         tls = {"cert_reqs": "CERT_NONE"} if http.insecure else \
             {"ca_certs": str(http.ca_bundle)} if http.ca_bundle else {}
@@ -132,16 +136,45 @@ class HttpTarget:
         headers = self._json_headers if data is not None else self.headers
         try:
             response = self.pool.request(method, self.base_url + path, body=data,
-                                         headers=headers, redirect=False, preload_content=True)
+                                         headers=headers, redirect=False, preload_content=False)
+            raw = self._bounded(response)
         except urllib3.exceptions.HTTPError as exc:
             return Reply(None, None, redact(f"{type(exc).__name__}: {exc}"))
-        raw = response.data
+        if isinstance(raw, str):  # over a bound: what it sent is not an answer
+            return Reply(None, None, raw)
         if not raw:
             return Reply(response.status, None)
         try:
             return Reply(response.status, orjson.loads(raw))
         except orjson.JSONDecodeError:
             return Reply(response.status, None, f"contract: body is not JSON: {raw[:80]!r}")
+
+    def _bounded(self, response) -> bytes | str:
+        """The body, read a chunk at a time; or, past the size or time bound, why not (the
+        connection is closed then: a service that sends forever is not read forever)."""
+        limit, until_s = self.answer_bytes_max, time.monotonic() + self.answer_s_max
+        chunks, size = [], 0
+        try:
+            # Each read returns at least one byte or the end, so the size bound bounds the loop;
+            # read1, not read: one socket read at a time keeps the time bound checked.
+            for _ in range(limit + 2):
+                chunk = response.read1(READ_CHUNK_BYTES)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    return (f"contract: the answer is over {limit:,} bytes (--answer-bytes-max);"
+                            f" cut off")
+                if time.monotonic() > until_s:
+                    return (f"timeout: the answer took over {self.answer_s_max:g} s to arrive "
+                            f"(3 x --timeout-s); cut off")
+                chunks.append(chunk)
+            return f"contract: the answer is over {limit:,} bytes (--answer-bytes-max); cut off"
+        finally:
+            if size > limit or time.monotonic() > until_s:
+                response.close()  # never back to the pool: the rest would still be coming
+            else:
+                response.release_conn()
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

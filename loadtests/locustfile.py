@@ -44,7 +44,8 @@ from harness.client import _WRITE_ROUTES, classify_display, classify_write
 from harness.driver import dice
 from harness.errors import EXIT_UNJUDGED, HarnessError, exit_code
 from harness.load import (FLUSH_WAIT_S, PROCESS_STRIDE, REQUEST_TIMEOUT_S, SHIP_INTERVAL_S,
-                          LoadClock, LoadRun, LoadSettings, OpLog, http_options, save)
+                          LoadClock, LoadRun, LoadSettings, OpLog, http_options,
+                          import_judging, save)
 from harness.secrets import redact
 from harness.targets import Reply
 from harness.workload import Action, Workload, load_config
@@ -262,6 +263,8 @@ for _persona, _weight in PERSONAS.mix.items():
 def _on_init(environment, runner=None, **_kwargs) -> None:
     # gevent's loop caches "now" since it was created, before this file's imports: without a
     # refresh locust's --run-time timer starts seconds in the past and the test runs short.
+    if _masters(runner) and SETTINGS.record:
+        import_judging()  # after locust forked its workers, before the test's clock starts
     gevent.get_hub().loop.update_now()
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_OPS, _on_ops)
