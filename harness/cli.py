@@ -37,6 +37,16 @@ def _positive(kind):
     return parse
 
 
+def _duration_s(text: str) -> float:
+    from .errors import UsageError as _Usage
+    from .load import parse_duration_s
+
+    try:
+        return parse_duration_s(text)
+    except _Usage as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -125,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the optional chaos API: probe it when listed (auto), fail "
                               "without it (require), or leave it alone (skip)")
     _add_http_options(conform)
+
+    load = sub.add_parser("load", help="a locust load test under chaos, judged by the same "
+                                       "checkers and gate as run")
+    load.add_argument("--target", default=None,
+                      help="base URL (default: the reference service, started for the test)")
+    load.add_argument("--users", type=_positive(int), default=32)
+    load.add_argument("--spawn-rate", type=_positive(float), default=8.0)
+    load.add_argument("--duration", type=_duration_s, default=30.0, metavar="30s",
+                      help="how long the load runs: 30s, 2m, 1h30m")
+    load.add_argument("--processes", type=_positive(int), default=1,
+                      help="locust worker processes on this machine (locust's --processes)")
+    load.add_argument("--faults", default="all")
+    load.add_argument("--policy", type=Path, default=None)
+    load.add_argument("--report-dir", type=Path, default=None)
+    load.add_argument("--seed", type=_non_negative_int, default=0)
+    load.add_argument("--sla-ms", type=_positive(int), default=1000)
+    load.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="sent with every request (repeatable; VALUE may be $VAR)")
 
     reconcile = sub.add_parser("reconcile", help="reconcile an exported ledger against an "
                                                  "exported display snapshot, without a run")
@@ -329,6 +357,19 @@ def _conform(args) -> int:
     return exit_code(conform.counts(checks)["fail"] == 0)
 
 
+def _load(args) -> int:
+    from . import console
+    from .load import LoadConfig, parse_header, run_load
+
+    result = run_load(LoadConfig(
+        target=args.target, users=args.users, spawn_rate=args.spawn_rate,
+        duration_s=args.duration, processes=args.processes, faults=args.faults,
+        policy=args.policy, report_dir=args.report_dir, seed=args.seed, sla_ms=args.sla_ms,
+        headers=dict(parse_header(h) for h in args.header)))
+    _say(console.run_summary(result.report, result.report_dir))
+    return result.exit_code
+
+
 def _reconcile(args) -> int:
     import datetime as dt
     import shlex
@@ -368,7 +409,8 @@ def _reconcile(args) -> int:
 
 
 COMMANDS = {"serve": _serve, "run": _run, "replay": _replay, "check": _check, "gate": _gate,
-            "prop": _prop, "contract": _contract, "conform": _conform, "reconcile": _reconcile}
+            "prop": _prop, "contract": _contract, "conform": _conform, "reconcile": _reconcile,
+            "load": _load}
 
 
 def main(argv: list[str] | None = None) -> int:
