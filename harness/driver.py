@@ -9,8 +9,6 @@ driver carries it out through the recorder, so every fault is in the history.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import heapq
 import random
 import threading
@@ -18,12 +16,12 @@ import time
 from dataclasses import dataclass
 
 from .client import Recorder
+from .collector import fewer_collections
 from .nemesis import FaultProfile, Nemesis
 from .progress import Progress
 from .targets import Target
 from .workload import Action, User, Workload, WorkloadConfig
 
-GC_THRESHOLD_WHILE_DRIVING = 200_000  # allocations between young-generation collections
 NEMESIS = 0  # the process number of the nemesis's ops
 NEMESIS_POLL_S = 0.02
 PROGRESS_EVERY_OPS = 512
@@ -64,25 +62,12 @@ def drive(plan: Drive, target: Target, recorder: Recorder, profile: FaultProfile
             _perform(recorder, workload, user, action)
     recorder.phase("safety")
     nemesis = Nemesis(profile, dice(plan.seed, 2), target.now_ms())
-    with _fewer_gc_passes():
+    with fewer_collections():
         if target.simulated:
             _safety_simulated(plan, target, recorder, workload, users, nemesis, progress)
         else:
             _safety_http(plan, target, recorder, workload_config, users, nemesis, progress)
     return users
-
-
-@contextlib.contextmanager
-def _fewer_gc_passes():
-    """The history and the ledger only grow and hold no reference cycles, yet the cyclic
-    collector rescans them again and again (a fifth of a simulated run's time). Collect rarely
-    while driving; the usual thresholds come back afterwards."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD_WHILE_DRIVING, *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
 
 
 def _perform(recorder: Recorder, workload: Workload, user: User, action: Action) -> None:

@@ -42,40 +42,37 @@ class WriteGroup:
 
 def write_groups(history: History) -> dict[str, WriteGroup]:
     """Write ops by request_id, in the order of each request's first attempt."""
-    attempts: dict[str, list[Op]] = {}
-    writes = WRITE_FS
-    for op in history.ops:
-        if op.f in writes and type(op.request) is dict:
-            request_id = op.request.get("request_id")
-            if type(request_id) is str:
-                found = attempts.get(request_id)
-                if found is None:
-                    attempts[request_id] = [op]
-                else:
-                    found.append(op)
     groups: dict[str, WriteGroup] = {}
-    for request_id, ops in attempts.items():
-        first = ops[0]
-        account_id = first.account_id or first.request.get("account_id")
-        if len(ops) == 1:  # most writes: one attempt, no retry
-            outcome = first.outcome
-            status = _STATUS_OF_ONE.get(outcome, "unknown")
-            ack_ms = first.complete_ms if outcome == "ok" else None
-            first_invoke_ms = first.invoke_ms
+    retried: list[WriteGroup] = []
+    writes, status_of_one = WRITE_FS, _STATUS_OF_ONE
+    # One pass builds each group as if its first attempt were its only one (most are); the
+    # groups that got more attempts are settled after it.
+    for op in history.ops:
+        if op.f not in writes or type(op.request) is not dict:
+            continue
+        request_id = op.request.get("request_id")
+        if type(request_id) is not str:
+            continue
+        group = groups.get(request_id)
+        if group is None:
+            outcome = op.outcome
+            groups[request_id] = WriteGroup(
+                request_id, op.f, op.account_id or op.request.get("account_id"), [op],
+                status_of_one.get(outcome, "unknown"),
+                op.complete_ms if outcome == "ok" else None, op.invoke_ms)
         else:
-            outcomes = {op.outcome for op in ops}
-            if "ok" in outcomes:
-                status = "acknowledged"
-            elif outcomes == {"fail"}:
-                status = "rejected"
-            else:
-                status = "unknown"
-            ack_ms = min((op.complete_ms for op in ops
-                          if op.outcome == "ok" and op.complete_ms is not None), default=None)
-            first_invoke_ms = min(op.invoke_ms for op in ops)
-        groups[request_id] = WriteGroup(request_id, first.f, account_id, ops, status, ack_ms,
-                                        first_invoke_ms)
-        assert status != "acknowledged" or ack_ms is not None
+            if len(group.attempts) == 1:
+                retried.append(group)
+            group.attempts.append(op)
+    for group in retried:
+        ops = group.attempts
+        outcomes = {op.outcome for op in ops}
+        group.status = ("acknowledged" if "ok" in outcomes else
+                        "rejected" if outcomes == {"fail"} else "unknown")
+        group.ack_ms = min((op.complete_ms for op in ops
+                            if op.outcome == "ok" and op.complete_ms is not None), default=None)
+        group.first_invoke_ms = min(op.invoke_ms for op in ops)
+        assert group.status != "acknowledged" or group.ack_ms is not None
     return groups
 
 

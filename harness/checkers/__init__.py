@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..analysis import Analysis, CheckConfig, analyse
+from ..collector import fewer_collections
 from ..findings import Finding, sort_findings
 from ..history import History
 from ..statistics import finding_counts, lag_statistics, statistics
@@ -52,28 +53,31 @@ def check(history: History, ledger_entries: list, config: CheckConfig | None = N
     """Every checker over one run: findings worst first (then earliest) and, `with_stats`, the
     run's statistics (see `statistics.statistics`). A long history is checked on two cores:
     the analysis is built once, then the checkers split between this process and a child."""
+    with fewer_collections():
+        return _check(history, ledger_entries, config, with_stats)
+
+
+def _check(history: History, ledger_entries: list, config: CheckConfig | None,
+           with_stats: bool) -> Verdict:
     try:
         analysis = analyse(history, ledger_entries, config)
     except Exception as exc:  # noqa: BLE001 - no checker can judge; say so instead of dying
         return Verdict([_crashed("analysis", exc)], {})
     split = len(history.ops) >= SPLIT_OPS_MIN and _can_fork()
     elsewhere = [c for c in REGISTRY.values() if c.name != display.NAME] if split else []
-    child = _start_child(elsewhere, analysis, with_stats) if split else None
+    child = _start_child(elsewhere, analysis) if split else None
     found: dict[str, list[Finding]] = {}
     for checker in REGISTRY.values():
         if checker not in elsewhere:
             found[checker.name] = _run_safely(checker, analysis)
     stats: dict = {}
-    if with_stats:
-        stats = _stats_safely(found, lambda: lag_statistics(display.lag_records(analysis),
-                                                            analysis.config))
+    if with_stats:  # here, not in the child: that splits the work about evenly
+        stats = _stats_safely(found, lambda: {
+            **statistics(analysis),
+            **lag_statistics(display.lag_records(analysis), analysis.config)})
     if child is not None:
-        their_findings, their_stats = _join_child(child, elsewhere)
-        for name, more in their_findings.items():
+        for name, more in _join_child(child, elsewhere).items():
             found.setdefault(name, []).extend(more)
-        stats.update(their_stats)
-    elif with_stats:
-        stats.update(_stats_safely(found, lambda: statistics(analysis)))
     # In registry order, whichever process ran each: the same order as one process gives.
     findings = sort_findings(f for name in [*REGISTRY, "statistics"] for f in found.get(name, ()))
     if with_stats:
@@ -109,19 +113,16 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1 and "gevent" not in sys.modules
 
 
-def _start_child(checkers: list[Checker], analysis: Analysis,
-                 with_stats: bool) -> tuple[int, int]:
-    """Fork a child that runs `checkers` (and, `with_stats`, the statistics but the display
-    lag) on the analysis (shared, copy on write) and sends the results back through a pipe."""
+def _start_child(checkers: list[Checker], analysis: Analysis) -> tuple[int, int]:
+    """Fork a child that runs `checkers` on the analysis (shared, copy on write) and sends
+    their findings back through a pipe."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 0
         try:
             os.close(read_fd)
-            found = {c.name: _run_safely(c, analysis) for c in checkers}
-            stats = _stats_safely(found, lambda: statistics(analysis)) if with_stats else {}
-            answer = pickle.dumps((found, stats))
+            answer = pickle.dumps({c.name: _run_safely(c, analysis) for c in checkers})
             with os.fdopen(write_fd, "wb") as pipe:
                 pipe.write(answer)
         except BaseException:  # noqa: BLE001 - the parent reports a child that said nothing
@@ -132,20 +133,18 @@ def _start_child(checkers: list[Checker], analysis: Analysis,
     return pid, read_fd
 
 
-def _join_child(child: tuple[int, int],
-                checkers: list[Checker]) -> tuple[dict[str, list[Finding]], dict]:
+def _join_child(child: tuple[int, int], checkers: list[Checker]) -> dict[str, list[Finding]]:
     pid, read_fd = child
     with os.fdopen(read_fd, "rb") as pipe:
         data = pipe.read()
     os.waitpid(pid, 0)
     try:
-        found, stats = pickle.loads(data)
-        assert {c.name for c in checkers} <= set(found) <= {c.name for c in checkers} | \
-            {"statistics"}
-        return found, stats
+        found = pickle.loads(data)
+        assert set(found) == {c.name for c in checkers}
+        return found
     except Exception:  # noqa: BLE001 - killed, or died: each of its checkers is unknown
         gone = RuntimeError("the process running it ended without an answer")
-        return {c.name: [_crashed(c.name, gone)] for c in checkers}, {}
+        return {c.name: [_crashed(c.name, gone)] for c in checkers}
 
 
 def _crashed(name: str, exc: Exception) -> Finding:
