@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = stored_run(args.ops, args.seed)
     load_s = check_s = check_cpu_s = float("inf")
     for _ in range(args.repeat):
-        started, started_cpu = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
         history = load_history(run_dir / "history.jsonl")
         ledger = load_ledger(run_dir / "ledger.jsonl")
         loaded, loaded_cpu = time.perf_counter(), time.process_time()
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         check_cpu_s = min(check_cpu_s, done_cpu - loaded_cpu)
     ops = len(history)
     rate = ops / check_s
-    print(f"| measure | value |\n| --- | ---: |")
+    print("| measure | value |\n| --- | ---: |")
     print(f"| history operations | {ops:,} |")
     print(f"| ledger entries | {len(ledger):,} |")
     print(f"| findings | {len(verdict.findings)} |")

@@ -79,7 +79,7 @@ def main() -> None:
         rate, client_rate = simulated(ledger, args.ops, args.repeats)
         rows.append((f"simulated client ops + events/s, {ledger} ledger (best of "
                      f"{args.repeats})", f"{rate:,.0f}", ">= 50,000", rate >= 50_000))
-        rows.append((f"  of which client ops/s", f"{client_rate:,.0f}", "", True))
+        rows.append(("  of which client ops/s", f"{client_rate:,.0f}", "", True))
     wall_s = readme_command()
     rows.append(("README main job `limit-harness run --seed 7`, s", f"{wall_s:.1f}", "< 30",
                  wall_s < 30))

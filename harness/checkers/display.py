@@ -78,33 +78,6 @@ class Allowance:
         return until_ms
 
 
-def deadline_ms(self, t_c_ms: int) -> float:
-        """The latest moment a display may still lack an entry committed by `t_c_ms`.
-
-        The contract obliges convergence within `sla_ms` only once nothing holds the read model
-        back, so every fault that overlaps the allowance pushes it to its own end plus `sla_ms`
-        (plus its delay, for a delay), and a fault still on makes the allowance unbounded."""
-        known = self._known.get(t_c_ms)
-        if known is not None:
-            return known
-        sla_ms = self._sla_ms
-        active = self._faults.active_at(t_c_ms)
-        until_ms: float = t_c_ms + sla_ms + max(map(delay_of, active), default=0)
-        # The windows the allowance takes in: those on at t_c_ms, then those starting later,
-        # in order of start. The allowance only grows, so once a window starts after it ends,
-        # so does every later one.
-        for window in itertools.chain(active, self._faults.starting_after(t_c_ms)):
-            if window.start_ms > until_ms:
-                break
-            if window.end_ms is None:
-                until_ms = math.inf
-                break
-            until_ms = max(until_ms, window.end_ms + sla_ms + delay_of(window))
-        assert until_ms >= t_c_ms + sla_ms
-        self._known[t_c_ms] = until_ms
-        return until_ms
-
-
 def deadline_ms(t_c_ms: int, windows: Sequence[FaultWindow], config: CheckConfig) -> float:
     """`Allowance.deadline_ms` over these windows."""
     return Allowance(FaultIndex(list(windows)), config).deadline_ms(t_c_ms)

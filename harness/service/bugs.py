@@ -124,7 +124,7 @@ LATE_REDELIVERY_MS = 150  # within the convergence phase's settle interval, as a
 
 
 def _late_duplicate(service: "LimitService") -> None:
-    pipe, projector = service.pipe, service.projector
+    pipe = service.pipe
     publish = pipe.publish
 
     def publish_and_redeliver(event, now_ms: int) -> None:
