@@ -60,7 +60,9 @@ def _non_negative_int(text: str) -> int:
 # -- the parser -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="limit-harness", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="limit-harness", description="A chaos and reconciliation test "
+                     "harness for credit-limit services. Exit codes: 0 pass, 1 failed, 2 could "
+                     "not judge.")
     parser.add_argument("--version", action="version", version=f"limit-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
