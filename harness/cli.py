@@ -153,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--report-dir", type=Path, default=None)
     load.add_argument("--seed", type=_non_negative_int, default=0)
     load.add_argument("--sla-ms", type=_positive(int), default=1000)
-    load.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                      help="sent with every request (repeatable; VALUE may be $VAR)")
+    _add_http_options(load, answer_bound=False)
 
     reconcile = sub.add_parser("reconcile", help="reconcile an exported ledger against an "
                                                  "exported display snapshot, without a run")
@@ -177,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_http_options(command: argparse.ArgumentParser) -> None:
+def _add_http_options(command: argparse.ArgumentParser, answer_bound: bool = True) -> None:
     group = command.add_argument_group("HTTP (a real service)")
     group.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                        help="send this header with every request (repeatable); a value may be "
@@ -190,6 +189,8 @@ def _add_http_options(command: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout-s", type=_positive(float), default=TIMEOUT_S_DEFAULT,
                        help=f"seconds to wait for each answer (default {TIMEOUT_S_DEFAULT:g}; a "
                             f"whole answer may take three times it)")
+    if not answer_bound:  # locust reads its own answers
+        return
     group.add_argument("--answer-bytes-max", type=_positive(int),
                        default=ANSWER_BYTES_MAX_DEFAULT, metavar="BYTES",
                        help="an answer over this is cut off and judged a contract violation "
@@ -367,7 +368,8 @@ def _load(args) -> int:
         target=args.target, users=args.users, spawn_rate=args.spawn_rate,
         duration_s=args.duration, processes=args.processes, faults=args.faults,
         policy=args.policy, report_dir=args.report_dir, seed=args.seed, sla_ms=args.sla_ms,
-        headers=dict(parse_header(h) for h in args.header)))
+        headers=dict(parse_header(h) for h in args.header), ca_bundle=args.ca_bundle,
+        insecure=args.insecure, timeout_s=args.timeout_s))
     _say(console.run_summary(result.report, result.report_dir))
     return result.exit_code
 

@@ -12,12 +12,18 @@ A policy is a small TOML file (fixtures/gate-*.toml), for example:
     [max_findings]                             # budgets per severity
     minor = 20
 
+    [load]                                     # bounds on a load test's locust numbers
+    latency_ms_p95_max = 50
+    latency_ms_p99_max = 200
+    failure_ratio_max = 0.01
+
 A severity's budget is `max_findings[severity]` when given, else 0 when it is listed in
 `fail_on_severity`, else unlimited: so `major = 2` tolerates two majors even under the default
 list, and `minor = 20` caps minors that would otherwise never fail. Allowed kinds are not counted.
 
 A policy that bounds a stat the report does not carry fails the gate rather than passing it
-silently: a release gate that cannot see must not say yes.
+silently: a release gate that cannot see must not say yes. So does a load test whose worker
+vanished (part of its history is unknown), whatever the policy.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class Policy:
     stale_lag_ms_max: float | None = None
     unavailable_share_max: float | None = None
     unavailable_ms_max: float | None = None
+    load: dict[str, float] = field(default_factory=dict)  # LOAD_BOUNDS -> bound
 
     def budget(self, severity: str) -> float:
         """How many findings of this severity the gate tolerates."""
@@ -71,6 +78,12 @@ class GateResult:
 _KEYS = tuple(f.name for f in fields(Policy) if f.name != "name")
 _BOUNDS = ("stale_lag_ms_p99_max", "stale_lag_ms_max", "unavailable_share_max",
            "unavailable_ms_max")
+# [load]: (what, where in stats["load"], shown as)
+LOAD_BOUNDS = {
+    "latency_ms_p95_max": ("latency p95", ("latency_ms", "p95"), "{:,.0f} ms"),
+    "latency_ms_p99_max": ("latency p99", ("latency_ms", "p99"), "{:,.0f} ms"),
+    "failure_ratio_max": ("failure ratio", ("failure_ratio",), "{:.2%}"),
+}
 
 
 def load_policy(path: Path | str | None) -> Policy:
@@ -131,7 +144,22 @@ def _problem(key: str, value: Any) -> str | None:
         return _budgets_problem(value)
     if key in _BOUNDS:
         return _bound_problem(key, value)
+    if key == "load":
+        return _load_problem(value)
     raise AssertionError(key)
+
+
+def _load_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a table of bounds"
+    for key, bound in value.items():
+        if key not in LOAD_BOUNDS:
+            return f"has {key!r}, not among {', '.join(LOAD_BOUNDS)}"
+        if not _is_number(bound) or bound < 0:
+            return f"{key} must be a non-negative number"
+        if key == "failure_ratio_max" and bound > 1:
+            return f"{key} is a ratio between 0 and 1"
+    return None
 
 
 def _names_problem(value: Any, known: tuple[str, ...], what: str) -> str | None:
@@ -176,6 +204,7 @@ def judge(report: dict, policy: Policy) -> GateResult:
     reasons = _finding_reasons(report.get("findings") or [], policy)
     reasons += _lag_reasons(stats, policy)
     reasons += _availability_reasons(stats, policy)
+    reasons += _load_reasons(stats.get("load"), policy)
     return GateResult(passed=not reasons, reasons=reasons)
 
 
@@ -234,3 +263,30 @@ def _availability_reasons(stats: dict, policy: Policy) -> list[str]:
             reasons.append(f"unavailability {stat} {shown.format(value)} exceeds {key} = "
                            f"{shown.format(bound)}")
     return reasons
+
+
+def _load_reasons(load: Any, policy: Policy) -> list[str]:
+    """A load test's workers that vanished or were cut short, and locust's numbers over the
+    policy's [load] bounds (a bounded number missing from the stats fails)."""
+    load = load if isinstance(load, dict) else {}
+    reasons = [f"{w.get('worker')} vanished (last heard at t={w.get('last_heard_ms')} ms): ops "
+               f"after its last chunk are unknown ({w.get('unshipped_writes')} of its writes "
+               f"recovered from the ledger as unknown outcomes); rerun the load test"
+               for w in _workers(load) if w.get("status") == "vanished"]
+    reasons += [f"{w.get('worker')} {problem}" for w in _workers(load)
+                for problem in (w.get("problems") or [])[:3]]
+    for key, bound in policy.load.items():
+        what, path, shown = LOAD_BOUNDS[key]
+        value: Any = load
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if not _is_number(value):
+            reasons.append(f"{what} is missing from the load stats, the policy bounds it ({key})")
+        elif value > bound:
+            reasons.append(f"{what} {shown.format(value)} exceeds {key} = {shown.format(bound)}")
+    return reasons
+
+
+def _workers(load: dict) -> list[dict]:
+    workers = load.get("workers")
+    return [w for w in workers if isinstance(w, dict)] if isinstance(workers, list) else []

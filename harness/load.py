@@ -34,11 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import orjson
 
@@ -52,9 +51,6 @@ from .http_options import HttpOptions
 from .nemesis import Nemesis, load_profile
 from .secrets import url_shown
 from .targets import HttpTarget, probe
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .gate import Policy
 
 # -- bounds ------------------------------------------------------------------------------------
 CHUNK_OPS_MAX = 2_000          # op rows (new ops + completions) in one message to the master
@@ -75,6 +71,9 @@ FAULTS_BY_HAND = "none"
 ENV_POLICY = "LIMIT_POLICY"
 ENV_REPORT_DIR = "LIMIT_REPORT_DIR"
 ENV_HEADERS = "LIMIT_HEADERS"      # JSON {name: value as given}: `$VAR` is read where it is sent
+ENV_CA_BUNDLE = "LIMIT_CA_BUNDLE"
+ENV_INSECURE = "LIMIT_INSECURE"    # "1": do not verify the target's certificate
+ENV_TIMEOUT_S = "LIMIT_TIMEOUT_S"
 ENV_RECORD = "LIMIT_RECORD"        # "0": no history, no judging (to measure what recording costs)
 ENV_THINK_MS = "LIMIT_THINK_MS"    # "MIN,MAX": overrides the personas' think time (benchmarks)
 ENV_REPLAY = "LIMIT_REPLAY"
@@ -103,6 +102,10 @@ class LoadConfig:
     seed: int = 0
     sla_ms: int = 1000
     headers: dict[str, str] = field(default_factory=dict)
+    # TLS trust and the time to wait for each answer, as for `run` (http_options.py).
+    ca_bundle: Path | None = None
+    insecure: bool = False
+    timeout_s: float = REQUEST_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.users >= PROCESS_STRIDE:
@@ -127,7 +130,12 @@ class LoadConfig:
                  "--faults", self.faults, "--seed", str(self.seed), "--sla-ms", str(self.sla_ms)]
         if self.policy:
             argv += ["--policy", str(self.policy)]
-        return argv + http_options(self.headers).argv()  # $VAR as given, else <redacted>
+        # $VAR as given, else <redacted>; TLS and timeout as given
+        return argv + http_options(self.headers, **self.tls()).argv()
+
+    def tls(self) -> dict:
+        return {"ca_bundle": self.ca_bundle, "insecure": self.insecure,
+                "timeout_s": self.timeout_s}
 
     def to_dict(self) -> dict:
         """What report.json keeps of the config: header names only, never their values."""
@@ -172,16 +180,17 @@ def parse_header(text: str) -> tuple[str, str]:
 def run_load(config: LoadConfig) -> LoadResult:
     """Run the load test to its verdict; HarnessError (exit 2) when it could not be judged."""
     policy_path = str(config.policy) if config.policy else None
-    load_policy(policy_path)          # a bad policy or fault profile fails before anything starts
+    from . import gate  # here, not at the top: see import_judging
+    gate.load_policy(policy_path)     # a bad policy or fault profile fails before anything starts
     load_profile(config.faults)
     report_dir = config.report_dir or default_report_dir(config.seed)
     _fresh_report_dir(report_dir)
     log_path = report_dir / "locust.log"
     with _served(config.target) as url:
-        probe(http_target(url, config.headers, LoadClock()))
+        probe(http_target(url, config.headers, LoadClock(), **config.tls()))
         settings = LoadSettings(seed=config.seed, sla_ms=config.sla_ms, faults=config.faults,
                                 policy=policy_path, report_dir=report_dir,
-                                headers=dict(config.headers),
+                                headers=dict(config.headers), **config.tls(),
                                 replay=shlex.join(config.replay_argv()),
                                 config=config.to_dict())
         returncode = _run_locust(locust_argv(config, url), settings.to_env(), log_path,
@@ -321,6 +330,10 @@ class LoadSettings:
     policy: str | None = None
     report_dir: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # TLS trust and the time to wait for each answer, as for `run` (http_options.py).
+    ca_bundle: Path | None = None
+    insecure: bool = False
+    timeout_s: float = REQUEST_TIMEOUT_S
     record: bool = True
     think_ms: tuple[int, int] | None = None
     replay: str | None = None
@@ -328,10 +341,12 @@ class LoadSettings:
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_SEED: str(self.seed), ENV_SLA_MS: str(self.sla_ms), ENV_FAULTS: self.faults,
-               ENV_RECORD: "1" if self.record else "0"}
+               ENV_RECORD: "1" if self.record else "0", ENV_TIMEOUT_S: str(self.timeout_s),
+               ENV_INSECURE: "1" if self.insecure else "0"}
         optional = {ENV_POLICY: self.policy,
                     ENV_REPORT_DIR: str(self.report_dir) if self.report_dir else None,
                     ENV_HEADERS: orjson.dumps(self.headers).decode() if self.headers else None,
+                    ENV_CA_BUNDLE: str(self.ca_bundle) if self.ca_bundle else None,
                     ENV_THINK_MS: ",".join(map(str, self.think_ms)) if self.think_ms else None,
                     ENV_REPLAY: self.replay,
                     ENV_CONFIG: orjson.dumps(self.config).decode() if self.config else None}
@@ -345,6 +360,9 @@ class LoadSettings:
                        faults=env.get(ENV_FAULTS, FAULTS_BY_HAND), policy=env.get(ENV_POLICY) or None,
                        report_dir=Path(env[ENV_REPORT_DIR]) if env.get(ENV_REPORT_DIR) else None,
                        headers=_headers_of(env.get(ENV_HEADERS)),
+                       ca_bundle=Path(env[ENV_CA_BUNDLE]) if env.get(ENV_CA_BUNDLE) else None,
+                       insecure=env.get(ENV_INSECURE) == "1",
+                       timeout_s=float(env.get(ENV_TIMEOUT_S, REQUEST_TIMEOUT_S)),
                        record=env.get(ENV_RECORD, "1") != "0",
                        think_ms=_think_of(env.get(ENV_THINK_MS)),
                        replay=env.get(ENV_REPLAY) or None,
@@ -396,15 +414,17 @@ class LoadClock:
         return rfc3339(self.base + dt.timedelta(milliseconds=ms))
 
 
-def http_options(headers: dict[str, str]) -> HttpOptions:
-    """`--header` values as given (`$VAR` or typed in), checked and registered as secrets."""
+def http_options(headers: dict[str, str], ca_bundle: Path | None = None, insecure: bool = False,
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> HttpOptions:
+    """`--header` values as given (`$VAR` or typed in), checked and registered as secrets; TLS
+    trust and timeout."""
     return HttpOptions.parse([f"{name}: {value}" for name, value in headers.items()],
-                             timeout_s=REQUEST_TIMEOUT_S)
+                             ca_bundle, insecure, timeout_s)
 
 
-def http_target(url: str, headers: dict[str, str], clock: LoadClock) -> HttpTarget:
+def http_target(url: str, headers: dict[str, str], clock: LoadClock, **tls) -> HttpTarget:
     """The master's client of the target: the same HttpTarget as `run`, on the load test's clock."""
-    target = HttpTarget(url, pool_size=4, http=http_options(headers))
+    target = HttpTarget(url, pool_size=4, http=http_options(headers, **tls))
     target.clock = clock
     return target
 
@@ -624,134 +644,6 @@ def recover_unshipped_writes(log: WorkerLog, ledger: list, known: set[str], end_
     return added
 
 
-# == the gate's performance bounds ================================================================
-
-LOAD_TABLE = "load"
-
-
-@dataclass(frozen=True)
-class LoadBounds:
-    """A policy file's optional `[load]` table: bounds on locust's numbers."""
-
-    latency_ms_p95_max: float | None = None
-    latency_ms_p99_max: float | None = None
-    failure_ratio_max: float | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
-_BOUND_KEYS = tuple(f.name for f in dataclasses.fields(LoadBounds))
-
-
-def load_policy(path: str | None) -> tuple[Policy, LoadBounds]:
-    """The gate policy at `path` (a file or a shipped name) and its `[load]` bounds. The gate
-    does not know `[load]`, so it reads a copy of the file without that table."""
-    from . import gate
-
-    file = Path(path) if path else None
-    if file is None or not file.is_file():
-        return gate.load_policy(path), LoadBounds()
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return gate.load_policy(file), LoadBounds()  # the gate's own one-line error
-    table = raw.pop(LOAD_TABLE, None)
-    if table is None:
-        return gate.load_policy(file), LoadBounds()
-    bounds = _bounds(table, file)
-    with tempfile.TemporaryDirectory(prefix="limit-policy-") as scratch:
-        copy = Path(scratch) / file.name
-        copy.write_text(_toml(raw), encoding="utf-8")
-        try:
-            return gate.load_policy(copy), bounds
-        except UsageError as exc:
-            raise UsageError(str(exc).replace(str(copy), str(file))) from None
-
-
-def _bounds(table: Any, path: Path) -> LoadBounds:
-    if not isinstance(table, dict):
-        raise UsageError(f"gate policy {path}: [{LOAD_TABLE}] must be a table")
-    for key, value in table.items():
-        if key not in _BOUND_KEYS:
-            raise UsageError(f"gate policy {path}: unknown key {key!r} in [{LOAD_TABLE}] "
-                             f"(known: {', '.join(_BOUND_KEYS)})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise UsageError(f"gate policy {path}: [{LOAD_TABLE}] {key} must be a non-negative "
-                             f"number")
-        if key == "failure_ratio_max" and value > 1:
-            raise UsageError(f"gate policy {path}: [{LOAD_TABLE}] {key} is a ratio between 0 "
-                             f"and 1")
-    return LoadBounds(**table)
-
-
-def _toml(raw: dict) -> str:
-    """A policy's tables and values (strings, numbers, lists, one level of tables) as TOML."""
-    top, tables = [], []
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            tables.append(f"[{_toml_value(key)}]")
-            tables.extend(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items())
-        else:
-            top.append(f"{_toml_value(key)} = {_toml_value(value)}")
-    return "\n".join(top + tables) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if value != value else ("inf" if value > 0 else "-inf")
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_toml_value, value)) + "]"
-    return orjson.dumps(value).decode()  # JSON strings, numbers and booleans are valid TOML
-
-
-def bound_reasons(load_stats: dict, bounds: LoadBounds) -> list[str]:
-    """Why locust's numbers fail the bounds (a bounded number missing from the stats fails)."""
-    latency = load_stats.get("latency_ms") if isinstance(load_stats.get("latency_ms"), dict) \
-        else {}
-    checks = [(latency.get("p95"), bounds.latency_ms_p95_max, "latency p95",
-               "latency_ms_p95_max", "{:,.0f} ms"),
-              (latency.get("p99"), bounds.latency_ms_p99_max, "latency p99",
-               "latency_ms_p99_max", "{:,.0f} ms"),
-              (load_stats.get("failure_ratio"), bounds.failure_ratio_max, "failure ratio",
-               "failure_ratio_max", "{:.2%}")]
-    reasons = []
-    for value, bound, what, key, shown in checks:
-        if bound is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            reasons.append(f"{what} is missing from the load stats, the policy bounds it ({key})")
-        elif value > bound:
-            reasons.append(f"{what} {shown.format(value)} exceeds {key} = {shown.format(bound)}")
-    return reasons
-
-
-def worker_reasons(logs: list[WorkerLog]) -> list[str]:
-    """A worker that vanished or lost chunks leaves the history incomplete: never a silent pass."""
-    reasons = []
-    for log in logs:
-        if not log.final:
-            reasons.append(f"{log.name()} vanished (last heard at t={log.cut_ms} ms): ops after "
-                           f"its last chunk are unknown ({log.unshipped_writes} of its writes "
-                           f"recovered from the ledger as unknown outcomes); rerun the load test")
-        if log.full:
-            reasons.append(f"{log.name()} recorded {RECORDED_OPS_MAX:,} ops and stopped its "
-                           f"users early; shorten --duration or lower --users")
-        reasons.extend(f"{log.name()} {problem}" for problem in log.problems[:3])
-    return reasons
-
-
-def with_load_reasons(report: dict, reasons: list[str], bounds: LoadBounds) -> dict:
-    """The report with the load test's own gate reasons added to the gate's."""
-    entry = report["gate"]
-    entry["load_bounds"] = bounds.to_dict()
-    if reasons:
-        entry["reasons"] = [*entry["reasons"], *reasons]
-        entry["passed"] = False
-        report["verdict"] = "fail"
-    return report
-
-
 # == the master's run: the nemesis, then the judgment =============================================
 
 def import_judging() -> None:
@@ -777,8 +669,10 @@ class LoadRun:
         self.started = dt.datetime.fromtimestamp(self.origin_ms / 1000, dt.timezone.utc)
         self.run_id = run_id_of(self.started, settings.seed)
         self.clock = LoadClock(self.origin_ms)
-        self.policy, self.bounds = load_policy(settings.policy)
-        self.target = http_target(host, settings.headers, self.clock)
+        from . import gate  # here, not at the top: see import_judging
+        self.policy = gate.load_policy(settings.policy)
+        self.target = http_target(host, settings.headers, self.clock, ca_bundle=settings.ca_bundle,
+                                  insecure=settings.insecure, timeout_s=settings.timeout_s)
         supported = probe(self.target)
         profile = load_profile(settings.faults).restricted_to(supported)
         self.history = new_history(self.target.name, False, settings.sla_ms, seed=settings.seed,
@@ -830,8 +724,7 @@ class LoadRun:
             replay=self.settings.replay or "locust -f loadtests/locustfile.py (a load test is "
                                             "reproducible in intent, not bit for bit)",
             policy=self.policy, history_sha256=document.history_digest(history))
-        reasons = worker_reasons(logs) + bound_reasons(stats["load"], self.bounds)
-        return Judged(with_load_reasons(report, reasons, self.bounds), history, ledger)
+        return Judged(report, history, ledger)
 
     def _recover(self, logs: list[WorkerLog], end_ms: int) -> None:
         vanished = [log for log in logs if not log.final and log.tag is not None]
@@ -867,7 +760,10 @@ class LoadRun:
 def _worker_stats(log: WorkerLog) -> dict:
     return {"worker": log.name(), "status": "finished" if log.final else "vanished",
             "ops": len(log.ops), "chunks": log.seq, "last_heard_ms": log.cut_ms,
-            "unshipped_writes": log.unshipped_writes, "problems": list(log.problems)}
+            "unshipped_writes": log.unshipped_writes,
+            "problems": list(log.problems) + ([
+                f"recorded {RECORDED_OPS_MAX:,} ops and stopped its users early; shorten "
+                f"--duration or lower --users"] if log.full else [])}
 
 
 def save(judged: Judged, report_dir: Path) -> Path:
@@ -881,6 +777,6 @@ def save(judged: Judged, report_dir: Path) -> Path:
     return report_dir
 
 
-__all__ = ["Collector", "LoadBounds", "LoadConfig", "LoadResult", "LoadRun", "LoadSettings",
-           "OpLog", "WorkerLog", "load_policy", "merge", "parse_duration_s", "parse_header",
+__all__ = ["Collector", "LoadConfig", "LoadResult", "LoadRun", "LoadSettings",
+           "OpLog", "WorkerLog", "merge", "parse_duration_s", "parse_header",
            "run_load"]

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import functools
 import os
+import ssl
 import random
 import socket
 import sys
@@ -111,8 +113,14 @@ class LimitUser(FastHttpUser):
 
     abstract = True
     persona = ""
-    network_timeout = REQUEST_TIMEOUT_S
-    connection_timeout = REQUEST_TIMEOUT_S
+    network_timeout = SETTINGS.timeout_s
+    connection_timeout = SETTINGS.timeout_s
+    # Verify the target's certificate, as `run` does, unless told not to (locust's default is
+    # not to verify); a --ca-bundle is what it is verified against.
+    insecure = SETTINGS.insecure
+    if SETTINGS.ca_bundle is not None:
+        ssl_context_factory = staticmethod(functools.partial(
+            ssl.create_default_context, cafile=str(SETTINGS.ca_bundle)))
     concurrency = 4  # a burst sends two requests on this user's own connections
     wait_time = between(*(ms / 1000 for ms in SETTINGS.think_ms or
                           (PERSONAS.think_ms_min, PERSONAS.think_ms_max)))

@@ -150,3 +150,10 @@ def test_the_pytest_plugin_sends_the_header_too(gateway, pytester, monkeypatch):
                                            "--limit-header", "Authorization: Bearer $LIMIT_TOKEN")
     result.assert_outcomes(passed=1)
     assert TOKEN not in result.stdout.str()
+
+
+def test_the_load_test_reaches_the_service_behind_the_token_too(gateway, tmp_path):
+    done = _cli(tmp_path, "load", "--target", gateway, "--users", "4", "--duration", "4s",
+                "--header", "Authorization: Bearer $LIMIT_TOKEN", "--report-dir", "load")
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    _nothing_leaks(done, tmp_path)

@@ -19,10 +19,11 @@ import pytest
 
 from harness.errors import EXIT_FAIL, EXIT_PASS, HarnessError, TargetError, UsageError
 from harness.history import History
-from harness.load import (CHUNK_OPS_MAX, PROCESS_STRIDE, Collector, LoadBounds, LoadClock,
-                          LoadConfig, OpLog, WorkerLog, bound_reasons, load_policy,
+from harness import gate
+from harness.load import (CHUNK_OPS_MAX, PROCESS_STRIDE, Collector, LoadClock, _worker_stats,
+                          LoadConfig, OpLog, WorkerLog,
                           locustfile_path, merge, parse_duration_s, recover_unshipped_writes,
-                          run_load, with_load_reasons, worker_reasons)
+                          run_load)
 from harness.service import process
 
 LOAD_S = 6.0  # each locust run: long enough for faults, retries and bursts, short for CI
@@ -159,7 +160,7 @@ def test_a_vanished_workers_writes_after_its_last_chunk_are_recovered_as_unknown
     assert recovered.invoke_ms >= 100 and recovered.complete_ms == 900
 
 
-# -- the policy's [load] table ------------------------------------------------------------------
+# -- the policy's [load] table (judged by the gate) ----------------------------------------------
 
 def test_a_policy_load_table_bounds_latency_and_failures_and_the_rest_is_the_gates(tmp_path):
     path = tmp_path / "gate-ci.toml"
@@ -167,39 +168,40 @@ def test_a_policy_load_table_bounds_latency_and_failures_and_the_rest_is_the_gat
                     '[max_findings]\nmajor = 2\n'
                     '[load]\nlatency_ms_p95_max = 50\nlatency_ms_p99_max = 200\n'
                     'failure_ratio_max = 0.01\n')
-    policy, bounds = load_policy(str(path))
+    policy = gate.load_policy(str(path))
     assert (policy.name, policy.fail_on_severity, policy.max_findings) == \
         ("ci", ["critical"], {"major": 2})
-    assert bounds == LoadBounds(50, 200, 0.01)
-    stats = {"latency_ms": {"p95": 80, "p99": 150}, "failure_ratio": 0.02}
-    reasons = bound_reasons(stats, bounds)
+    assert policy.load == {"latency_ms_p95_max": 50, "latency_ms_p99_max": 200,
+                           "failure_ratio_max": 0.01}
+    stats = {"load": {"latency_ms": {"p95": 80, "p99": 150}, "failure_ratio": 0.02}}
+    reasons = gate.judge({"findings": [], "stats": stats}, policy).reasons
     assert len(reasons) == 2
     assert "latency p95 80 ms exceeds latency_ms_p95_max = 50 ms" in reasons
-    assert bound_reasons({}, LoadBounds(latency_ms_p99_max=1))[0].startswith(
-        "latency p99 is missing")
+    missing = gate.judge({"findings": [], "stats": {}},
+                         gate.Policy(load={"latency_ms_p99_max": 1})).reasons
+    assert missing[0].startswith("latency p99 is missing")
 
 
 def test_load_reasons_fail_a_passing_report_and_name_a_vanished_worker():
     log = WorkerLog("vm_1", slot=2, about={"pid": 4242, "host": "vm", "index": 1}, cut_ms=1500)
-    reasons = worker_reasons([log]) + bound_reasons({"failure_ratio": 0.5},
-                                                    LoadBounds(failure_ratio_max=0.1))
-    report = {"verdict": "pass", "gate": {"policy": "default", "passed": True, "reasons": []}}
-    judged = with_load_reasons(report, reasons, LoadBounds(failure_ratio_max=0.1))
-    assert judged["verdict"] == "fail" and judged["gate"]["passed"] is False
-    assert judged["gate"]["load_bounds"] == {"failure_ratio_max": 0.1}
-    first = judged["gate"]["reasons"][0]
-    assert "worker 1 (vm pid 4242) vanished (last heard at t=1500 ms)" in first
-    assert "failure ratio 50.00% exceeds failure_ratio_max = 10.00%" in judged["gate"]["reasons"]
+    stats = {"load": {"failure_ratio": 0.5, "workers": [_worker_stats(log)]}}
+    result = gate.judge({"findings": [], "stats": stats},
+                        gate.Policy(load={"failure_ratio_max": 0.1}))
+    assert not result.passed
+    assert "worker 1 (vm pid 4242) vanished (last heard at t=1500 ms)" in result.reasons[0]
+    assert "failure ratio 50.00% exceeds failure_ratio_max = 10.00%" in result.reasons
+    again = gate.judge({"findings": [], "stats": stats}, gate.Policy())
+    assert not again.passed, "a vanished worker fails even a policy without [load]"
 
 
 def test_a_bad_load_table_is_one_line_naming_the_policy_file(tmp_path):
     path = tmp_path / "gate-bad.toml"
     path.write_text("[load]\nlatency_ms_p50_max = 3\n")
-    with pytest.raises(UsageError, match=r"gate-bad.toml: unknown key 'latency_ms_p50_max'"):
-        load_policy(str(path))
+    with pytest.raises(UsageError, match=r"gate-bad.toml: 'load' has 'latency_ms_p50_max'"):
+        gate.load_policy(str(path))
     path.write_text("bogus = 1\n[load]\nfailure_ratio_max = 0.5\n")
-    with pytest.raises(UsageError, match=str(path)):  # the gate's error, naming the real file
-        load_policy(str(path))
+    with pytest.raises(UsageError, match=str(path)):
+        gate.load_policy(str(path))
 
 
 def test_the_locustfile_is_found_and_a_target_that_does_not_answer_cannot_be_judged(tmp_path):
