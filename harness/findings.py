@@ -128,6 +128,15 @@ def fen(amount: int | None) -> str:
     return f"{sign}¥{yuan:,}.{cents:02d}"
 
 
+def view_words(view: dict | None) -> str:
+    """A display view (or the oracle's) in words for explanations."""
+    if view is None:
+        return "nothing"
+    return (f"available {fen(view['available'])} (credit line {fen(view['credit_line'])}, "
+            f"outstanding {fen(view['outstanding'])}, {view['status']}, "
+            f"usable={str(view['usable']).lower()})")
+
+
 def entry_words(entry: dict) -> str:
     """A ledger entry in a few words for explanations: 'draw ¥12.00', "status 'frozen'"."""
     kind = entry["type"]

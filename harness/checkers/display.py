@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from .. import contract, oracle
 from ..analysis import AccountIndex, Analysis, CheckConfig
-from ..findings import SEVERITY_RANK, Finding, entry_words, fen
+from ..findings import SEVERITY_RANK, Finding, entry_words, view_words
 from ..history import FaultIndex, FaultWindow, History, Op, delay_of, described, kinds_of
 
 NAME = "display"
@@ -236,7 +236,7 @@ def _consistency(op: Op, d: dict, account: AccountIndex,
         if state is not None and state.view() == shown:
             return as_of_seq, None
         truth = state.view() if state is not None else None
-        words = (f"the ledger up to seq {as_of_seq} gives {_words(truth)}" if truth
+        words = (f"the ledger up to seq {as_of_seq} gives {view_words(truth)}" if truth
                  else f"the account had no entries up to seq {as_of_seq}")
         claim = f"claiming as_of_seq={as_of_seq}"
     else:
@@ -246,14 +246,14 @@ def _consistency(op: Op, d: dict, account: AccountIndex,
         state = account.state_known_at(op.invoke_ms)
         truth = state.view() if state is not None else None
         words = (f"that is no state the account has ever been in (the ledger's state by then: "
-                 f"{_words(truth)})" if truth else "that is no state the account has ever been in")
+                 f"{view_words(truth)})" if truth else "that is no state the account has ever been in")
         claim = "with as_of_seq null"
     truth_available = truth["available"] if truth else 0
     severity = "critical" if shown["available"] > truth_available else "major"
     on = _fault_context(faults, op.invoke_ms)
     return None, _Case(op, severity, truth, shown,
                        f"At t={op.invoke_ms} ms the display of account {op.account_id!r} showed "
-                       f"{_words(shown)}, {claim}, but {words}; a display may be old, never "
+                       f"{view_words(shown)}, {claim}, but {words}; a display may be old, never "
                        f"invented{on}", faults=described(faults.active_at(op.invoke_ms)))
 
 
@@ -299,9 +299,9 @@ def _staleness(op: Op, d: dict, seq: int, account: AccountIndex, faults: FaultIn
     return record, _Case(
         op, severity, expected, _view(d),
         f"At t={op.invoke_ms} ms the display of account {op.account_id!r} still showed "
-        f"{_words(_view(d))} (as of seq {seq}), missing ledger seq={missed['seq']} "
+        f"{view_words(_view(d))} (as of seq {seq}), missing ledger seq={missed['seq']} "
         f"({entry_words(missed)}), committed by t={t_c_ms} ms: {lag_ms} ms behind, and "
-        f"{allowance}; the ledger by then said {_words(expected)}",
+        f"{allowance}; the ledger by then said {view_words(expected)}",
         measure_ms=lag_ms, faults=described(overlapping))
 
 
@@ -319,8 +319,8 @@ def _divergence(op: Op, d: dict, account: AccountIndex, conv_deadline_ms: float)
     return _Case(op, severity, final, shown,
                  f"At t={op.invoke_ms} ms, {late_ms} ms past the convergence deadline "
                  f"(t={int(conv_deadline_ms)} ms: faults removed, service level and largest delay "
-                 f"elapsed), the display of account {op.account_id!r} showed {_words(shown)} "
-                 f"but the ledger says {_words(final)}; it never caught up",
+                 f"elapsed), the display of account {op.account_id!r} showed {view_words(shown)} "
+                 f"but the ledger says {view_words(final)}; it never caught up",
                  measure_ms=late_ms)
 
 
@@ -365,14 +365,6 @@ def _finding(a: Analysis, kind: str, account_id: str, cases: list[_Case]) -> Fin
 
 def _view(d: dict) -> dict:
     return {f: d.get(f) for f in VIEW_FIELDS}
-
-
-def _words(view: dict | None) -> str:
-    if view is None:
-        return "nothing"
-    return (f"available {fen(view['available'])} (credit line {fen(view['credit_line'])}, "
-            f"outstanding {fen(view['outstanding'])}, {view['status']}, "
-            f"usable={str(view['usable']).lower()})")
 
 
 def _fault_context(faults: FaultIndex, t_ms: int) -> str:

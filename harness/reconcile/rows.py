@@ -17,9 +17,10 @@ from typing import Any
 
 import polars as pl
 
-from .. import contract, oracle
+from .. import oracle
 from ..checkers import CheckConfig, check
-from ..findings import Finding, fen
+from ..entries import entry_problem as entry_format_problem
+from ..findings import Finding, view_words
 from ..history import History
 from .sources import LEDGER_COLUMNS, Table
 
@@ -41,41 +42,10 @@ def entry_dict(row: dict) -> dict:
 
 
 def entry_problem(entry: dict) -> str | None:
-    """Why one entry breaks the contract's entry format (None when it does not): the format the
-    ledger checker enforces, restated here because the display side needs the well-formed
-    entries and may not reach into the checker's internals. A test holds the two together."""
-    seq = entry.get("seq")
-    if type(seq) is not int or seq < 0:
-        return "bad_seq"
-    if not contract.is_id(entry.get("entry_id")):
-        return "bad_entry_id"
-    request_id = entry.get("request_id")
-    if not (contract.is_id(request_id) or (
-            type(request_id) is str and request_id.endswith(contract.CURE_SUFFIX)
-            and contract.is_id(request_id[: -len(contract.CURE_SUFFIX)]))):
-        return "bad_request_id"
-    if not contract.is_id(entry.get("account_id")):
-        return "bad_account_id"
-    kind = entry.get("type")
-    if kind not in contract.ENTRY_TYPES:
-        return "bad_type"
-    if not is_rfc3339(entry.get("at")):
-        return "bad_at"
-    for name in ENTRY_FIELDS[kind]:
-        value = entry.get(name)
-        if name == "credit_line":
-            ok = contract.is_fen(value, minimum=0)
-        elif name == "amount":
-            ok = contract.is_fen(value, minimum=1)
-        elif name == "reason":
-            ok = type(value) is str and 1 <= len(value) <= contract.REASON_LEN_MAX
-        elif name == "status":
-            ok = value in contract.STATUSES
-        else:
-            ok = value in contract.PRODUCTS
-        if not ok:
-            return f"bad_{name}"
-    return None
+    """The code of why one entry breaks the contract's entry format (None when it does not):
+    the ledger checker's own rule (`harness.entries.entry_problem`)."""
+    problem = entry_format_problem(entry)
+    return None if problem is None else problem[0]
 
 
 def is_rfc3339(text: Any) -> bool:
@@ -174,14 +144,6 @@ def _display_words(case: DisplayCase) -> str:
     return (f"Account {case.account_id!r} is in the ledger{cut} (last entry seq={case.last_seq}, "
             f"{view_words(case.final)}), but the display has no row for it: the app would show "
             f"nothing, or a default, for this account.")
-
-
-def view_words(view: dict | None) -> str:
-    if view is None:
-        return "nothing"
-    return (f"available {fen(view['available'])} (credit line {fen(view['credit_line'])}, "
-            f"outstanding {fen(view['outstanding'])}, {view['status']}, "
-            f"usable={str(view['usable']).lower()})")
 
 
 def _flat_diff(expected: dict | None, actual: dict | None) -> dict | None:
