@@ -11,6 +11,8 @@ The abstract kinds are the contract's six plus what operators see go wrong with 
 
 from __future__ import annotations
 
+import itertools
+import threading
 from typing import Protocol
 
 from ..contract import FAULT_KINDS
@@ -44,6 +46,47 @@ def remove_each(remove, fault_ids: list[str]) -> None:
     if refusals:
         more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
         raise FaultRefused(refusals[0] + more)
+
+
+class RoutedProvider:
+    """What the process and container providers share: each kind they carry out is routed to a
+    named thing (a process, a container) and an action on it; faults still in effect are kept,
+    by fault_id, under a lock (the nemesis and the convergence phase are two threads)."""
+
+    name = "routed"
+    thing = "thing"  # the param that names what a fault acts on, and what the ids begin with
+
+    def __init__(self, routes: dict[str, str], actions: dict[str, str] | None,
+                 default_actions: dict[str, str], allowed: tuple[str, ...]) -> None:
+        self.routes = dict(routes)
+        self.actions = {kind: (actions or {}).get(kind, default_actions.get(kind))
+                        for kind in self.routes}
+        assert all(action in allowed for action in self.actions.values()), \
+            f"every routed kind needs an action from {allowed}: {self.actions}"
+        self._active: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.routes)
+
+    def active(self) -> list[dict]:
+        with self._lock:
+            return list(self._active.values())
+
+    def _routed(self, fault: dict) -> tuple[str, dict, str]:
+        """(kind, params, the thing it acts on), or FaultRefused for a kind not routed here."""
+        kind = fault.get("kind")
+        if kind not in self.routes:
+            raise FaultRefused(f"the {self.name} provider does not carry out {kind!r}; "
+                               f"it carries out {', '.join(self.routes) or 'nothing'}")
+        params = {key: value for key, value in fault.items() if key != "kind"}
+        return kind, params, params.get(self.thing, self.routes[kind])
+
+    def _carried_out(self, kind: str, params: dict, target: str) -> dict:
+        """The fault as injected, with a new fault_id (call under the lock)."""
+        return {"fault_id": f"{self.thing}-{next(self._ids)}", "kind": kind, **params,
+                self.thing: target, "provider": self.name}
 
 
 class Provider(Protocol):

@@ -10,15 +10,13 @@ to a TCP fault proxy instead.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import threading
 import time
 
 import docker
 import requests
 
 from ..errors import TargetError
-from . import FaultRefused, remove_each
+from . import FaultRefused, RoutedProvider, remove_each
 
 CLIENT_TIMEOUT_S = 10  # every engine call is bounded by the client's timeout
 RUNNING_TIMEOUT_S = 10.0
@@ -43,7 +41,7 @@ def docker_client(base_url: str | None = None, timeout_s: int = CLIENT_TIMEOUT_S
                           f"DOCKER_HOST") from None
 
 
-class ContainerProvider:
+class ContainerProvider(RoutedProvider):
     """`routes` maps a kind to the logical container it acts on (default: crash_restart and
     process_pause on "api", plus network_partition when `network` is named). `actions` maps a
     kind to "pause" (until removed), "restart" (one shot) or "disconnect" (from `network`, until
@@ -52,42 +50,24 @@ class ContainerProvider:
     fault; the client stays the caller's."""
 
     name = "containers"
+    thing = "container"
 
     def __init__(self, client, containers: dict[str, str], routes: dict[str, str] | None = None,
                  *, actions: dict[str, str] | None = None, network: str | None = None,
                  running_timeout_s: float = RUNNING_TIMEOUT_S) -> None:
         self.client, self.containers, self.network = client, containers, network
         default_routes = {**DEFAULT_ROUTES, **({"network_partition": "api"} if network else {})}
-        self.routes = dict(default_routes if routes is None else routes)
-        self.actions = {kind: (actions or {}).get(kind, DEFAULT_ACTIONS.get(kind))
-                        for kind in self.routes}
-        assert all(action in ACTIONS for action in self.actions.values()), \
-            f"every routed kind needs an action from {ACTIONS}: {self.actions}"
+        super().__init__(default_routes if routes is None else routes, actions,
+                         DEFAULT_ACTIONS, ACTIONS)
         self.running_timeout_s = running_timeout_s
-        self._active: dict[str, dict] = {}
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self.routes)
-
-    def active(self) -> list[dict]:
-        with self._lock:
-            return list(self._active.values())
 
     def inject(self, fault: dict) -> dict:
-        kind = fault.get("kind")
-        if kind not in self.routes:
-            raise FaultRefused(f"the container provider does not carry out {kind!r}; "
-                               f"it carries out {', '.join(self.routes) or 'nothing'}")
-        params = {key: value for key, value in fault.items() if key != "kind"}
-        target = params.get("container", self.routes[kind])
+        kind, params, target = self._routed(fault)
         action = self.actions[kind]
         with self._lock, _engine(f"{kind} on container {target}"):
             container = self._running(target)
-            fault_id = f"container-{next(self._ids)}"
-            done = {"fault_id": fault_id, "kind": kind, **params, "container": target,
-                    "provider": self.name}
+            done = self._carried_out(kind, params, target)
+            fault_id = done["fault_id"]
             if action == "restart":
                 self._restart(target, container)
                 return done

@@ -5,7 +5,6 @@ reaches whatever it forked); `ProcessProvider` carries out faults on a set of th
 
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import urllib3
 
 from ..errors import TargetError
-from . import FaultRefused
+from . import FaultRefused, RoutedProvider
 
 HOST = "127.0.0.1"  # managed processes are reached over loopback only
 START_TIMEOUT_S = 15.0
@@ -262,7 +261,7 @@ class BoundedLog:
             pipe.close()
 
 
-class ProcessProvider:
+class ProcessProvider(RoutedProvider):
     """Faults on managed processes. `routes` maps a kind to the process it acts on (default:
     crash_restart and process_pause on "api"); a fault may name another with a `process` param.
     `actions` maps a kind to "restart" (one shot) or "pause" (until removed); crash_restart and
@@ -271,45 +270,26 @@ class ProcessProvider:
     the processes."""
 
     name = "process"
+    thing = "process"
 
     def __init__(self, processes: dict[str, ManagedProcess], routes: dict[str, str] | None = None,
                  *, actions: dict[str, str] | None = None, own: bool = False) -> None:
+        super().__init__(DEFAULT_ROUTES if routes is None else routes, actions, DEFAULT_ACTIONS,
+                         ACTIONS)
         self.processes = processes
-        self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
-        self.actions = {kind: (actions or {}).get(kind, DEFAULT_ACTIONS.get(kind))
-                        for kind in self.routes}
-        assert all(action in ACTIONS for action in self.actions.values()), \
-            f"every routed kind needs an action from {ACTIONS}: {self.actions}"
         self.own = own
-        self._active: dict[str, dict] = {}
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()  # the nemesis and the convergence phase: two threads
-
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self.routes)
-
-    def active(self) -> list[dict]:
-        with self._lock:
-            return list(self._active.values())
 
     def inject(self, fault: dict) -> dict:
-        kind = fault.get("kind")
-        if kind not in self.routes:
-            raise FaultRefused(f"the process provider does not carry out {kind!r}; "
-                               f"it carries out {', '.join(self.routes) or 'nothing'}")
-        params = {key: value for key, value in fault.items() if key != "kind"}
-        target = params.get("process", self.routes[kind])
+        kind, params, target = self._routed(fault)
         with self._lock:
             process = self._running(target)
-            fault_id = f"process-{next(self._ids)}"
-            done = {"fault_id": fault_id, "kind": kind, **params, "process": target,
-                    "provider": self.name}
+            done = self._carried_out(kind, params, target)
             if self.actions[kind] == "restart":
                 self._restart(target, process)
             else:
                 if not self._paused_by_faults(target):
                     process.pause()
-                self._active[fault_id] = done
+                self._active[done["fault_id"]] = done
             return done
 
     def remove(self, fault_id: str) -> None:
