@@ -11,30 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-import urllib3
 
 from harness.deployment import (ContainerRoute, Deployment, ProcessRoute, ProcessSpec, ProxyRoute,
                                 ProxySpec, deployment_from_target_cmd, load_deployment)
 from harness.errors import TargetError, UsageError
 from harness.faults.hooks import Hook, HttpCall
-
-SERVER_SOURCE = """
-import http.server, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
-
+from child_server import SERVER, answers, gone
 
 @pytest.fixture
 def server_script(tmp_path) -> Path:
     script = tmp_path / "server.py"
-    script.write_text(SERVER_SOURCE)
+    script.write_text(SERVER)
     return script
 
 
@@ -44,18 +31,10 @@ def write(tmp_path: Path, text: str | bytes, name: str = "deploy.toml") -> Path:
     return path
 
 
-def answers(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        return urllib3.request("GET", url, retries=False, timeout=timeout_s).status == 200
-    except urllib3.exceptions.HTTPError:
-        return False
 
 
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+
+
 
 
 VALID = """

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import docker
 import pytest
-import urllib3
 
 from harness.errors import TargetError
 from harness.faults import FaultRefused
 from harness.faults.containers import ContainerProvider, docker_client
 from harness.faults.process import free_port
+from child_server import SERVER, answers
 
 APT_TIMEOUT_S = 300
 ENGINE_WAIT_S = 30
@@ -36,19 +36,6 @@ IMAGE = "limit-base:1"
 LABEL = "limit-harness-test"
 # The setup may install packages first; the tests themselves take seconds.
 pytestmark = pytest.mark.timeout(APT_TIMEOUT_S * 2 + ENGINE_WAIT_S + 60)
-
-SERVER = """
-import http.server, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
-
 
 def unavailable(reason: str):
     if os.environ.get("LIMIT_HARNESS_REQUIRE_SERVICES") == "1":
@@ -172,11 +159,7 @@ def served(engine):
         container.remove(force=True)
 
 
-def answers(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        return urllib3.request("GET", url, retries=False, timeout=timeout_s).status == 200
-    except urllib3.exceptions.HTTPError:
-        return False
+
 
 
 def wait_answers(url: str) -> bool:

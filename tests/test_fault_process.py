@@ -8,42 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
-import urllib3
 
 import harness.faults.process as process_module
 from harness.errors import TargetError
 from harness.faults import FaultRefused
 from harness.faults.process import ManagedProcess, ProcessProvider
+from child_server import SERVER, answers, gone
 
-SERVER = """
-import http.server, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-print("serving", flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
 SERVER_CMD = [sys.executable, "-c", SERVER, "{port}"]
 PAUSED_READ_S = 0.5
 
 
-def answers(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        return urllib3.request("GET", url, retries=False, timeout=timeout_s).status == 200
-    except urllib3.exceptions.HTTPError:
-        return False
 
 
-def gone(pid: int) -> bool:
-    """No such process, or a zombie nobody reaped yet (it runs nothing any more)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+
+
 
 
 def state(pid: int) -> str:
