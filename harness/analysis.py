@@ -8,18 +8,24 @@ I/O, no clock, inputs never mutated.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable
 
 from . import oracle
-from .entries import account_timeline, clean_ledger, entries_by_account
-from .findings import Finding, make
+from .entries import account_timeline, account_timelines, clean_ledger
+from .findings import SLICE_OPS_MAX, Finding, make
 from .history import FAULT_FS, FaultIndex, FaultWindow, History, Op
-from .write_groups import WriteGroup, entry_acks_ms, entry_owner, write_groups
+from .write_groups import EntryOwners, WriteGroup, entry_acks_ms, entry_owners, write_groups
+
+_SEQ = operator.itemgetter("seq")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_FIRST_INVOKE_MS = operator.attrgetter("first_invoke_ms")
 
 
 @dataclass(frozen=True)
@@ -35,19 +41,34 @@ class CheckConfig:
 
 class HistoryViews:
     """What to hand `findings.make` for a finding on an account: a history holding only the ops
-    its history slice can keep (the account's and the fault ops, in order). The slice comes out
-    the same, but costs the account's ops instead of the whole run's, so a checker reporting
-    thousands of findings stays linear."""
+    its history slice can keep (the account's and the fault ops, in order; of those, when they
+    are in order of invocation, the last `SLICE_OPS_MAX` invoked by the finding's first moment,
+    found by bisection). The slice comes out the same, but costs a few ops instead of the whole
+    run's, so a checker reporting thousands of findings stays fast."""
 
     def __init__(self, history: History) -> None:
         self.history = history
         self._by_account: dict[str, list[Op]] | None = None
         self._fault_ops: list[Op] = []
-        self._views: dict[str, History] = {}
+        # By account: its view, and its ops' invocation times when they ascend (else None).
+        self._views: dict[str, tuple[History, list[int] | None]] = {}
 
     def __call__(self, account_id: str | None) -> History:
+        """The account's view: its ops and the fault ops."""
+        return self._view(account_id)[0]
+
+    def for_finding(self, account_id: str | None, until_ms: int | None) -> History:
+        """The account's view cut to what the slice of a finding first seen at `until_ms`
+        (None: at the end) keeps."""
+        view, times = self._view(account_id)
+        if times is None:  # ops out of order of invocation (an HTTP run's workers): all of them
+            return view
+        end = len(times) if until_ms is None else bisect.bisect_right(times, until_ms)
+        return History(meta=view.meta, ops=view.ops[max(0, end - SLICE_OPS_MAX):end])
+
+    def _view(self, account_id: str | None) -> tuple[History, list[int] | None]:
         if account_id is None:
-            return self.history
+            return self.history, None
         if self._by_account is None:
             self._by_account = {}
             for op in self.history.ops:
@@ -55,51 +76,99 @@ class HistoryViews:
                     self._fault_ops.append(op)
                 elif op.account_id is not None:
                     self._by_account.setdefault(op.account_id, []).append(op)
-        view = self._views.get(account_id)
-        if view is None:
-            ops = heapq.merge(self._by_account.get(account_id, []), self._fault_ops,
-                              key=lambda op: op.index)
-            view = History(meta=self.history.meta, ops=list(ops))
-            self._views[account_id] = view
-        return view
+        found = self._views.get(account_id)
+        if found is None:
+            ops = list(heapq.merge(self._by_account.get(account_id, []), self._fault_ops,
+                                   key=lambda op: op.index))
+            times = [op.invoke_ms for op in ops]
+            ascending = all(a <= b for a, b in zip(times, times[1:]))
+            found = self._views[account_id] = (History(meta=self.history.meta, ops=ops),
+                                               times if ascending else None)
+        return found
 
 
 class AccountIndex:
     """One account's clean ledger entries with the moments that bound when each was committed,
-    indexed for the questions checkers ask of them."""
+    indexed for the questions checkers ask of them. Each index is built on first use: a process
+    running only some checkers and statistics builds only what they ask."""
 
-    def __init__(self, entries: list[dict], groups: dict[str, WriteGroup]) -> None:
+    def __init__(self, entries: list[dict], groups: dict[str, WriteGroup],
+                 owners: EntryOwners | None = None, acks_ms: list[int | None] | None = None,
+                 timelines: Callable[[], dict[str, list]] | None = None) -> None:
         self.entries = entries
-        self.seqs = [e["seq"] for e in entries]
-        self.timeline = account_timeline(entries)
-        self._timeline_seqs = [seq for seq, _ in self.timeline]
-        self._owners = [entry_owner(e["request_id"], groups) for e in entries]
-        self.acks_ms = entry_acks_ms(entries, groups, self._owners)
-        acks = sorted((ack_ms, seq) for seq, ack_ms in zip(self.seqs, self.acks_ms)
-                      if ack_ms is not None)
+        self.seqs = list(map(_SEQ, entries))
+        self._groups = groups
+        self._timelines = timelines  # every account's timeline, found in one pass, once
+        # What `analyse` already found for these entries, else found on first use.
+        if owners is not None:
+            assert len(owners.groups) == len(entries)
+            self._owners = owners
+        if acks_ms is not None:
+            assert len(acks_ms) == len(entries)
+            self.acks_ms = acks_ms
+
+    @cached_property
+    def timeline(self) -> list[tuple[int, oracle.State]]:
+        """(seq, state after it), from the account's open on (`entries.account_timeline`)."""
+        if self._timelines is None or not self.entries:
+            timeline = account_timeline(self.entries)
+        else:
+            timeline = self._timelines().get(self.entries[0]["account_id"], [])
+        assert len(timeline) <= len(self.entries)
+        return timeline
+
+    @cached_property
+    def _timeline_seqs(self) -> list[int]:
+        return list(map(_FIRST, self.timeline))
+
+    @cached_property
+    def _owners(self) -> EntryOwners:
+        return entry_owners(self.entries, self._groups)
+
+    @cached_property
+    def acks_ms(self) -> list[int | None]:
+        """For each entry, a moment by which it was surely committed (`entry_acks_ms`)."""
+        acks_ms = entry_acks_ms(self.entries, self._groups, self._owners)
+        assert len(acks_ms) == len(self.entries)
+        return acks_ms
+
+    @cached_property
+    def _acks(self) -> tuple[list[int], list[int]]:
         # ack_ms ascending; ack_max_seq[n] the largest seq acknowledged by ack_ms[n].
-        self.ack_ms = [t for t, _ in acks]
-        self.ack_max_seq = list(itertools.accumulate((seq for _, seq in acks), max))
-        # The last moment a write to this account was in flight (set by `analyse`).
-        self.last_write_ms = 0
-        assert len(self.seqs) == len(self.acks_ms) == len(self.entries)
-        assert len(self.timeline) <= len(self.entries)
+        pairs = zip(self.acks_ms, self.seqs)
+        acks = sorted(pairs if None not in self.acks_ms
+                      else [pair for pair in pairs if pair[0] is not None])
+        return list(map(_FIRST, acks)), list(itertools.accumulate(map(_SECOND, acks), max))
+
+    @cached_property
+    def ack_ms(self) -> list[int]:
+        """Every acknowledgement that vouches for an entry, ascending."""
+        return self._acks[0]
+
+    @cached_property
+    def ack_max_seq(self) -> list[int]:
+        """ack_max_seq[n]: the largest seq acknowledged by ack_ms[n]."""
+        return self._acks[1]
 
     @cached_property
     def _sends(self) -> tuple[list[int], list[int]]:
         # sent_ms ascending first-send times; sent_min_seq[n] the smallest seq sent at or after.
-        sends = sorted((group.first_invoke_ms, seq)
-                       for seq, (group, _) in zip(self.seqs, self._owners) if group is not None)
-        sent_min_seq = list(itertools.accumulate((seq for _, seq in reversed(sends)), min))
+        groups = self._owners.groups
+        if not all(groups):  # (a write group is always true: `in` would call its __eq__)
+            sends = sorted((group.first_invoke_ms, seq)
+                           for seq, group in zip(self.seqs, groups) if group is not None)
+        else:  # every entry's write is known (the usual ledger): the same, in C
+            sends = sorted(zip(map(_FIRST_INVOKE_MS, groups), self.seqs))
+        sent_min_seq = list(itertools.accumulate(map(_SECOND, reversed(sends)), min))
         sent_min_seq.reverse()
-        return [t for t, _ in sends], sent_min_seq
+        return list(map(_FIRST, sends)), sent_min_seq
 
-    @property
+    @cached_property
     def sent_ms(self) -> list[int]:
         """When each entry's request was first sent, ascending."""
         return self._sends[0]
 
-    @property
+    @cached_property
     def sent_min_seq(self) -> list[int]:
         """sent_min_seq[n]: the smallest seq among entries first sent at or after sent_ms[n]."""
         return self._sends[1]
@@ -132,22 +201,109 @@ class AccountIndex:
                 for seq, state in self.timeline}
 
 
-@dataclass
 class Analysis:
-    """(history, ledger) digested once for every checker and statistic."""
+    """(history, ledger) digested once for every checker and statistic. Each part is built on
+    first use, so a process that runs only some of them builds only what they read; `analyse`
+    builds every part at once."""
 
-    history: History
-    ledger: list
-    config: CheckConfig
-    groups: dict[str, WriteGroup]
-    entries: list[dict]                       # the clean ledger, in seq order
-    problems: list[tuple[str, str, Any]]      # (code, words, entry) for each entry left out
-    accounts: dict[str, AccountIndex]         # by account, for accounts with clean entries
-    windows: list[FaultWindow]
-    faults: FaultIndex
-    views: HistoryViews
-    touched: set[str]                         # accounts any op of this history named
-    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    def __init__(self, history: History, ledger: list, config: CheckConfig | None = None) -> None:
+        self.history = history
+        self.ledger = ledger
+        self.config = config or CheckConfig()
+        self._memo: dict[str, Any] = {}
+
+    @cached_property
+    def groups(self) -> dict[str, WriteGroup]:
+        return write_groups(self.history)
+
+    @cached_property
+    def _clean(self) -> tuple[list[dict], list[tuple[str, str, Any]]]:
+        return clean_ledger(self.ledger)
+
+    @property
+    def entries(self) -> list[dict]:
+        """The clean ledger, in seq order."""
+        return self._clean[0]
+
+    @property
+    def problems(self) -> list[tuple[str, str, Any]]:
+        """(code, words, entry) for each entry left out of the clean ledger."""
+        return self._clean[1]
+
+    @cached_property
+    def accounts(self) -> dict[str, AccountIndex]:
+        """By account, for accounts with clean entries."""
+        groups, entries = self.groups, self.entries
+        # Each entry's write and acknowledgement are found in one pass in ledger order, not
+        # account by account: the ledger, its writes and their ops lie in memory in about that
+        # order, and reading them so is twice as fast.
+        owners = entry_owners(entries, groups)
+        acks_ms = entry_acks_ms(entries, groups, owners)
+        at: dict[str, list[int]] = {}
+        for n, entry in enumerate(entries):
+            found = at.get(entry["account_id"])
+            if found is None:
+                at[entry["account_id"]] = [n]
+            else:
+                found.append(n)
+        # (A closure over the entries, not the analysis: no cycle keeps it alive.)
+        timelines = functools.cache(lambda: account_timelines(entries))
+        accounts = {account_id: AccountIndex([entries[n] for n in where], groups,
+                                             owners.taken(where), [acks_ms[n] for n in where],
+                                             timelines)
+                    for account_id, where in at.items()}
+        assert sum(len(a.entries) for a in accounts.values()) == len(entries)
+        return accounts
+
+    @cached_property
+    def last_write_ms(self) -> dict[str, int]:
+        """By account: the last moment a write to it was in flight."""
+        out: dict[str, int] = {}
+        for group in self.groups.values():
+            attempts = group.attempts
+            if len(attempts) == 1:  # most writes: `WriteGroup.last_ms` without a generator
+                op = attempts[0]
+                last_ms = max(op.invoke_ms, op.complete_ms or 0)
+            else:
+                last_ms = group.last_ms()
+            account_id = str(group.account_id)
+            if last_ms > out.get(account_id, 0):
+                out[account_id] = last_ms
+        return out
+
+    @cached_property
+    def windows(self) -> list[FaultWindow]:
+        return self.history.fault_windows()
+
+    @cached_property
+    def faults(self) -> FaultIndex:
+        return FaultIndex(self.windows)
+
+    @cached_property
+    def views(self) -> HistoryViews:
+        return HistoryViews(self.history)
+
+    @cached_property
+    def touched(self) -> set[str]:
+        """The accounts any op of this history named."""
+        return {op.account_id for op in self.history.ops if op.account_id is not None}
+
+    def build_common(self) -> "Analysis":
+        """The parts nearly every checker and statistic reads, now: the write groups, the clean
+        ledger, each account's acknowledgements, the fault windows."""
+        for part in (self.groups, self._clean, self.accounts, self.faults):
+            assert part is not None
+        for account in self.accounts.values():
+            assert account.acks_ms is not None
+        return self
+
+    def build(self) -> "Analysis":
+        """Every part, now."""
+        self.build_common()
+        assert None not in (self.last_write_ms, self.views, self.touched)
+        for account in self.accounts.values():
+            assert account.timeline is not None and account.ack_ms is not None
+        return self
 
     def account(self, account_id: str) -> AccountIndex:
         """The account's index; an empty one for an account with no clean entry."""
@@ -160,7 +316,8 @@ class Analysis:
             or fields["account_id"] in self.accounts or any(
                 isinstance(e, dict) and e.get("account_id") == fields["account_id"]
                 for _, _, e in self.problems), f"unknown account {fields.get('account_id')!r}"
-        return make(self.views(fields.get("account_id")), **fields)
+        return make(self.views.for_finding(fields.get("account_id"), fields.get("first_seen_ms")),
+                    **fields)
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()` once per analysis: for a result both a checker and a statistic use."""
@@ -170,17 +327,5 @@ class Analysis:
 
 
 def analyse(history: History, ledger: list, config: CheckConfig | None = None) -> Analysis:
-    config = config or CheckConfig()
-    groups = write_groups(history)
-    entries, problems = clean_ledger(ledger)
-    accounts = {account_id: AccountIndex(account_entries, groups)
-                for account_id, account_entries in entries_by_account(entries).items()}
-    for group in groups.values():
-        account = accounts.get(str(group.account_id))
-        if account is not None:
-            account.last_write_ms = max(account.last_write_ms, group.last_ms())
-    windows = history.fault_windows()
-    touched = {op.account_id for op in history.ops if op.account_id is not None}
-    assert sum(len(a.entries) for a in accounts.values()) == len(entries)
-    return Analysis(history, ledger, config, groups, entries, problems, accounts, windows,
-                    FaultIndex(windows), HistoryViews(history), touched)
+    """The analysis with every part built (any error in the input shows here, not later)."""
+    return Analysis(history, ledger, config).build()

@@ -71,7 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_non_negative_int, default=8080,
                        help="0 picks a free port (the printed URL says which)")
     serve.add_argument("--ledger", default="sqlite:///limit-ledger.sqlite",
-                       help="memory://, sqlite:// (in memory) or sqlite:///PATH")
+                       help="memory://, sqlite:// (in memory), sqlite:///PATH or "
+                            "postgresql://USER@HOST:PORT/DB[?schema=NAME]")
+    serve.add_argument("--role", choices=("all", "api", "projector"), default="all",
+                       help="all: one process (default); api: the HTTP edge and the ledger, "
+                            "events to --bus, displays from --display; projector: the worker "
+                            "from --bus to --display, no HTTP")
+    serve.add_argument("--display", default=None, metavar="redis://HOST:PORT/DB",
+                       help="the read model in Redis (with --bus; ?prefix=P for its keys)")
+    serve.add_argument("--bus", default=None, metavar="redis://HOST:PORT/DB",
+                       help="the event stream in Redis (with --display; another DB than the "
+                            "display's, so a FLUSHDB of the display leaves it alone)")
+    serve.add_argument("--no-chaos-api", action="store_true",
+                       help="no chaos routes (404), as a service without them: faults come "
+                            "from outside only")
     serve.add_argument("--bug", action="append", default=[], metavar="NAME",
                        help="switch on a seeded bug (repeatable); see --list-bugs")
     serve.add_argument("--list-bugs", action="store_true", help="print the bug catalogue")
@@ -107,10 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: the service level the run recorded")
     check.add_argument("--policy", type=Path, default=None)
     check.add_argument("--report-dir", type=Path, default=None)
+    _add_max_run_s(check, "check", "each phase has its own bound, derived from the history's "
+                                   "length")
 
-    gate = sub.add_parser("gate", help="re-judge a stored report against a gate policy")
-    gate.add_argument("report", type=Path)
+    gate = sub.add_parser("gate", help="re-judge a stored report against a gate policy, or "
+                                       "join partial reports into one verdict (--merge)")
+    gate.add_argument("report", type=Path, nargs="+",
+                      help="a report.json; with --merge, several (or their directories)")
     gate.add_argument("--policy", type=Path, default=None)
+    gate.add_argument("--merge", action="store_true",
+                      help="join the reports (the parts of reconcile --partition K/N, or several "
+                           "runs) into one report and judge it once")
+    gate.add_argument("--report-dir", type=Path, default=None,
+                      help="with --merge: write the merged report.json, junit.xml, summary.md "
+                           "and report.html here")
 
     prop = sub.add_parser("prop", help="property-based test: hypothesis finds and shrinks a "
                                        "failing program")
@@ -122,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--report-dir", type=Path, default=None)
     prop.add_argument("--bug", action="append", default=[], metavar="NAME",
                       help="embedded target only: switch on a seeded bug")
+    _add_deployment_options(prop)
+    _add_max_run_s(prop, "search", "120 s plus twice the examples' steps and convergence "
+                                   "phases at a generous rate")
     _add_http_options(prop)
 
     contract = sub.add_parser("contract", help="print the HTTP contract every target speaks")
@@ -136,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     conform.add_argument("--chaos", choices=("auto", "require", "skip"), default="auto",
                          help="the optional chaos API: probe it when listed (auto), fail "
                               "without it (require), or leave it alone (skip)")
+    _add_max_run_s(conform, "probe", "120 s + 10 x --timeout-s")
     _add_http_options(conform)
 
     load = sub.add_parser("load", help="a locust load test under chaos, judged by the same "
@@ -153,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--report-dir", type=Path, default=None)
     load.add_argument("--seed", type=_non_negative_int, default=0)
     load.add_argument("--sla-ms", type=_positive(int), default=1000)
+    _add_max_run_s(load, "load test (start-up, load, convergence, check)",
+                   "twice --duration plus the spawning time and 210 s")
+    _add_deployment_options(load)
     _add_http_options(load, answer_bound=False)
 
     reconcile = sub.add_parser("reconcile", help="reconcile an exported ledger against an "
@@ -173,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--engine", choices=("columnar", "rows"), default="columnar")
     reconcile.add_argument("--policy", type=Path, default=None)
     reconcile.add_argument("--report-dir", type=Path, default=None)
+
+    from . import bench as benchmarks  # the options only; each benchmark's work loads on use
+
+    bench = sub.add_parser("bench", help="benchmarks: reconcile (beside datacompy and the bare "
+                                         "engine), sim, check, http")
+    benchmarks.add_arguments(bench)
     return parser
 
 
@@ -231,7 +267,41 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=_positive(int), default=8,
                      help="concurrent clients (HTTP runs)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_max_run_s(run, "run", "each phase has its own bound, derived from the run's length")
+    _add_deployment_options(run)
     _add_http_options(run)
+
+
+def _add_max_run_s(command: argparse.ArgumentParser, what: str, default: str) -> None:
+    command.add_argument("--max-run-s", type=_positive(float), default=None, metavar="S",
+                         help=f"wall-clock bound on the whole {what}: past it, it is cut short "
+                              f"with exit 2, naming the phase (default: {default})")
+
+
+def _add_deployment_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("faults from outside (docs/deployments.md)")
+    group.add_argument("--target-cmd", default=None, metavar="'CMD {port}'",
+                       help="start the service with this command on a free port (put {port} "
+                            "where it goes), crash and pause it, stop it at the end")
+    group.add_argument("--deployment", default=None, metavar="FILE",
+                       help="a deployment file: processes to start, TCP fault proxies, hooks, "
+                            "containers, and which fault kind each carries out")
+
+
+def _deployment_given(args) -> bool:
+    return args.target_cmd is not None or args.deployment is not None
+
+
+def _interrupt_on_sigterm(args) -> None:
+    """With a deployment, SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so the processes
+    the harness started are stopped instead of left serving."""
+    if _deployment_given(args):
+        import signal
+
+        def interrupted(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupted)
 
 
 # -- configs from arguments -----------------------------------------------------------------
@@ -239,7 +309,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 def _run_config(args):
     from . import runner
 
-    simulated = args.target is None
+    simulated = args.target is None and not _deployment_given(args)
     if simulated and args.duration is not None:
         raise UsageError("--duration bounds an HTTP run; a simulated run is bounded by --ops")
     if not simulated and args.ops is not None:
@@ -255,7 +325,8 @@ def _run_config(args):
         faults=args.faults, personas=args.personas, locale=args.locale, sla_ms=args.sla_ms,
         report_dir=args.report_dir, policy=args.policy, bugs=tuple(args.bug),
         ledger=args.ledger or runner.DEFAULT_LEDGER, workers=args.workers, quiet=args.quiet,
-        http=_http(args))
+        http=_http(args), max_run_s=args.max_run_s, target_cmd=args.target_cmd,
+        deployment=args.deployment)
 
 
 def _prop_config(args):
@@ -263,7 +334,8 @@ def _prop_config(args):
 
     return PropConfig(target=args.target, examples=args.examples, steps=args.steps,
                       seed=args.seed, sla_ms=args.sla_ms, report_dir=args.report_dir,
-                      bugs=tuple(args.bug), http=_http(args))
+                      bugs=tuple(args.bug), http=_http(args), max_run_s=args.max_run_s,
+                      target_cmd=args.target_cmd, deployment=args.deployment)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -281,6 +353,7 @@ def _serve(args) -> int:
 def _run(args) -> int:
     from . import console, runner
 
+    _interrupt_on_sigterm(args)
     result = runner.execute(_run_config(args))
     report_dir = runner.save(result)
     _say(console.run_summary(result.report, report_dir))
@@ -310,7 +383,8 @@ def _check(args) -> int:
     from .recheck import RecheckConfig, recheck
 
     result = recheck(RecheckConfig(history=args.history, ledger=args.ledger, sla_ms=args.sla_ms,
-                                   policy=args.policy, report_dir=args.report_dir))
+                                   policy=args.policy, report_dir=args.report_dir,
+                                   max_run_s=args.max_run_s))
     _say(console.run_summary(result.report, result.report_dir))
     return exit_code(result.passed)
 
@@ -319,18 +393,38 @@ def _gate(args) -> int:
     from . import gate
     from .reports import load_report
 
-    report = load_report(args.report)
+    if args.merge:
+        return _gate_merge(args)
+    if len(args.report) > 1 or args.report_dir is not None:
+        raise UsageError("gate judges one report; join several with --merge (which also takes "
+                         "--report-dir)")
+    report = load_report(args.report[0])
     result = gate.judge(report, gate.load_policy(args.policy))
     for reason in result.reasons:
         print(f"  - {reason}")
-    print(f"gate: {'PASS' if result.passed else 'FAIL'} ({args.report})")
+    print(f"gate: {'PASS' if result.passed else 'FAIL'} ({args.report[0]})")
     return exit_code(result.passed)
+
+
+def _gate_merge(args) -> int:
+    from . import gate, merge
+    from .reports import write_reports
+
+    policy = gate.load_policy(args.policy)
+    argv = ["limit-harness", "gate", "--merge", *map(str, args.report)] + (
+        ["--policy", str(args.policy)] if args.policy else [])
+    report = merge.merge(merge.load_parts(args.report), policy, argv)
+    if args.report_dir is not None:
+        write_reports(report, None, args.report_dir)
+    _say(merge.summary(report, args.report_dir))
+    return exit_code(report["verdict"] == "pass")
 
 
 def _prop(args) -> int:
     from . import console, prop
     from .progress import Progress
 
+    _interrupt_on_sigterm(args)
     result = prop.search(_prop_config(args), Progress("examples"))
     report_dir = prop.save(result) if result.failed else None
     _say(console.prop_summary(result, report_dir))
@@ -346,15 +440,22 @@ def _contract(args) -> int:
 
 def _conform(args) -> int:
     from . import conform
+    from .deadline import Deadline, DeadlineExceeded, bounded
     from .targets import open_target
 
-    target = open_target(args.target, http=_http(args))
+    http = _http(args)
+    deadline = Deadline("conform", args.max_run_s or conform.default_max_run_s(http.timeout_s))
+    target = bounded(open_target(args.target, http=http), deadline)
+    report_dir = args.report_dir or Path.cwd() / "reports" / f"conform-{conform.run_prefix(None)}"
     try:
         chaos = {"auto": None, "require": True, "skip": False}[args.chaos]
-        checks = conform.conform(target, chaos=chaos)
+        checks = conform.conform(target, chaos=chaos, deadline=deadline)
+    except DeadlineExceeded as exc:  # keep the rules judged so far, marked incomplete
+        conform.write_reports(getattr(exc, "checks", []), report_dir, cut_short=exc)
+        exc.saved = str(report_dir)
+        raise
     finally:
         target.close()
-    report_dir = args.report_dir or Path.cwd() / "reports" / f"conform-{conform.run_prefix(None)}"
     conform.write_reports(checks, report_dir)
     _say("\n".join([*conform.summary_lines(checks), f"  reports: {report_dir}"]))
     return exit_code(conform.counts(checks)["fail"] == 0)
@@ -364,12 +465,14 @@ def _load(args) -> int:
     from . import console
     from .load import LoadConfig, parse_header, run_load
 
+    _interrupt_on_sigterm(args)
     result = run_load(LoadConfig(
         target=args.target, users=args.users, spawn_rate=args.spawn_rate,
         duration_s=args.duration, processes=args.processes, faults=args.faults,
         policy=args.policy, report_dir=args.report_dir, seed=args.seed, sla_ms=args.sla_ms,
         headers=dict(parse_header(h) for h in args.header), ca_bundle=args.ca_bundle,
-        insecure=args.insecure, timeout_s=args.timeout_s))
+        insecure=args.insecure, timeout_s=args.timeout_s, max_run_s=args.max_run_s,
+        target_cmd=args.target_cmd, deployment=args.deployment))
     _say(console.run_summary(result.report, result.report_dir))
     return result.exit_code
 
@@ -386,7 +489,7 @@ def _reconcile(args) -> int:
     from .secrets import url_shown
 
     policy = gate.load_policy(args.policy)
-    columns = read_toml(args.columns, "columns file") if args.columns else None
+    columns = _columns(args.columns) if args.columns else None
     config = ReconcileConfig(
         ledger=args.ledger, display=args.display, as_of_seq=args.as_of_seq, columns=columns,
         money_unit=args.money_unit, engine=args.engine,
@@ -412,9 +515,35 @@ def _reconcile(args) -> int:
     return exit_code(report["verdict"] == "pass")
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error is one line on stderr, whatever its text held (a file's bytes, a library's
+    multi-line message)."""
+    return " ".join(str(exc).split())
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    return bench.execute(args)
+
+
+def _columns(path: Path) -> dict:
+    """The reconcile --columns file, read and checked whole: its errors name it."""
+    from .packaged import read_toml
+    from .reconcile.sources import column_names
+
+    columns = read_toml(path, "columns file")
+    try:
+        for side in ("ledger", "display"):
+            column_names(columns, side)
+    except UsageError as exc:
+        raise UsageError(f"columns file {path}: {exc}") from None
+    return columns
+
+
 COMMANDS = {"serve": _serve, "run": _run, "replay": _replay, "check": _check, "gate": _gate,
             "prop": _prop, "contract": _contract, "conform": _conform, "reconcile": _reconcile,
-            "load": _load}
+            "load": _load, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
-        print(redact(f"limit-harness: error: {exc}"), file=sys.stderr)
+        print(redact(f"limit-harness: error: {_one_line(exc)}"), file=sys.stderr)
         return EXIT_UNJUDGED
     except KeyboardInterrupt:
         print("limit-harness: interrupted", file=sys.stderr)
@@ -433,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a harness bug must still not end in a traceback for the user
         if os.environ.get("LIMIT_HARNESS_DEBUG"):
             raise
-        print(redact(f"limit-harness: internal error: {type(exc).__name__}: {exc} "
+        print(redact(f"limit-harness: internal error: {type(exc).__name__}: {_one_line(exc)} "
                      f"(rerun with LIMIT_HARNESS_DEBUG=1 for the traceback)"), file=sys.stderr)
         return EXIT_UNJUDGED
 

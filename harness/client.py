@@ -10,7 +10,7 @@ import threading
 from . import contract
 from .errors import TargetError
 from .history import History, Op
-from .targets import Reply, Target
+from .targets import AT_ONCE_MAX, Choose, Reply, Target
 
 LEDGER_PAGES_MAX = 100_000  # 1e9 entries at the maximum page size: far past any run
 
@@ -38,11 +38,33 @@ class Recorder:
     # -- operations ------------------------------------------------------------------------
     def write(self, process: int, f: str, account_id: str, body: dict,
               retry_of: int | None = None) -> Op:
-        path = "/v1/accounts" if f == "open" else f"/v1/accounts/{account_id}/{_WRITE_ROUTES[f]}"
         op = self._invoke(process, f, account_id, body, retry_of)
-        reply = self.target.request("POST", path, body)
+        reply = self.target.request("POST", _write_path(f, account_id), body)
         outcome, error = classify_write(f, reply)
         return self._complete(op, outcome, reply, error)
+
+    def invoke_write(self, process: int, f: str, account_id: str, body: dict,
+                     retry_of: int | None = None) -> Op:
+        """A write invoked but not sent yet: `send_at_once` sends it with others."""
+        assert f in _WRITE_ROUTES or f == "open", f
+        return self._invoke(process, f, account_id, body, retry_of)
+
+    def send_at_once(self, ops: list[Op], choose: Choose | None = None) -> list[Op]:
+        """Send invoked writes together and record each answer as it comes. All were invoked
+        before any was sent, so the history shows them overlapping and the checkers consider
+        every order in which they may have committed. `choose`: a simulated interleaving."""
+        assert 1 < len(ops) <= AT_ONCE_MAX
+        assert all(op.outcome is None and op.is_write for op in ops)
+
+        def answered(n: int, reply: Reply) -> None:
+            outcome, error = classify_write(ops[n].f, reply)
+            self._complete(ops[n], outcome, reply, error)
+
+        self.target.request_at_once(
+            [("POST", _write_path(op.f, op.account_id), op.request) for op in ops], answered,
+            choose)
+        assert all(op.outcome is not None for op in ops), "a request sent at once got no reply"
+        return ops
 
     def display(self, process: int, account_id: str) -> Op:
         op = self._invoke(process, "display", account_id, None, None)
@@ -98,6 +120,10 @@ class Recorder:
         with self._lock:
             return self.history.complete(op, outcome, self.target.now_ms(), reply.status,
                                          reply.body, error)
+
+
+def _write_path(f: str, account_id: str) -> str:
+    return "/v1/accounts" if f == "open" else f"/v1/accounts/{account_id}/{_WRITE_ROUTES[f]}"
 
 
 def _fault_outcome(ok: bool, reply: Reply) -> str:

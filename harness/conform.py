@@ -24,6 +24,7 @@ import orjson
 
 from . import oracle
 from .contract import BODY_BYTES_MAX, LEDGER_PAGE_MAX, is_id
+from .deadline import Deadline, DeadlineExceeded
 from .errors import TargetError, UsageError
 from .client import ledger_head_seq
 from .secrets import redact_bytes
@@ -42,6 +43,10 @@ RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]00:00)")
 STATE_FIELDS = ("credit_line", "outstanding", "available", "status", "usable")
 ENTRY_TYPES = ("open", "draw", "repay", "limit", "status")
 WRITE_PATHS = {"draw": "draws", "repay": "repayments", "limit": "limit", "status": "status"}
+# The probe's wall-clock bound without --max-run-s: a healthy service answers it in a few
+# seconds; a few dozen answers at --timeout-s each is a service that stalls.
+MAX_RUN_BASE_S = 120.0
+MAX_RUN_TIMEOUTS = 10
 # XML 1.0 cannot carry these at all, escaped or not; a garbage answer quoted in a check might.
 XML_ILLEGAL = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -121,6 +126,8 @@ class _Session:
     def call(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Reply:
         try:
             return self.target.request(method, path, body, query)
+        except DeadlineExceeded:
+            raise  # the probe's own bound, not the service's answer
         except Exception as exc:  # an in-process service that crashes is a lost answer
             return Reply(None, None, f"the target raised {type(exc).__name__}: {exc}")
 
@@ -936,13 +943,16 @@ CHECKS: tuple[tuple[str, Callable[[_Session], Verdict]], ...] = (
 CHECK_NAMES = tuple(name for name, _ in CHECKS)
 
 
-def conform(target: Target, *, chaos: bool | None = None, tag: str | None = None) -> list[Check]:
+def conform(target: Target, *, chaos: bool | None = None, tag: str | None = None,
+            deadline: Deadline | None = None) -> list[Check]:
     """Run every check against `target`, in order; one `Check` each.
 
     `chaos`: None runs the chaos checks when the service lists a chaos API, True requires it,
     False skips them. `tag` starts every account and request id the probe makes (1 to 24 of
     `[A-Za-z0-9._-]`; a random part follows it, so runs never collide). Raises TargetError
-    when the target does not answer at all, UsageError for a bad tag.
+    when the target does not answer at all, UsageError for a bad tag. `deadline` (the one a
+    `deadline.BoundedTarget` checks) learns each check's name as its phase; when it passes,
+    the DeadlineExceeded carries the checks judged so far as `.checks`.
     """
     session = _Session(target, run_prefix(tag), chaos)
     health = session.call("GET", "/v1/health")
@@ -950,10 +960,22 @@ def conform(target: Target, *, chaos: bool | None = None, tag: str | None = None
         raise TargetError(f"target {target.name} does not answer (GET /v1/health: "
                           f"{health.error}); is it running, and is the URL right?")
     session.start_seq = ledger_head_seq(target)
+    checks: list[Check] = []
     try:
-        return [_run_check(session, name, check) for name, check in CHECKS]
+        for name, check in CHECKS:
+            if deadline is not None:
+                deadline.enter(name)
+            checks.append(_run_check(session, name, check))
+        return checks
+    except DeadlineExceeded as exc:
+        exc.checks = checks
+        raise
     finally:
         session.clean_up()
+
+
+def default_max_run_s(timeout_s: float) -> float:
+    return MAX_RUN_BASE_S + MAX_RUN_TIMEOUTS * timeout_s
 
 
 def run_prefix(tag: str | None) -> str:
@@ -967,6 +989,8 @@ def run_prefix(tag: str | None) -> str:
 def _run_check(session: _Session, name: str, check: Callable[[_Session], Verdict]) -> Check:
     try:
         verdict = check(session)
+    except DeadlineExceeded:
+        raise  # the probe ran out of time: no verdict on this rule
     except _SetupFailed as exc:
         verdict = _fail(exc.expected, exc.actual, f"could not get as far as this rule: the step "
                         f"'{exc.step}' went wrong; fix that first")
@@ -1026,11 +1050,21 @@ def _xml_text(text: str) -> str:
     return XML_ILLEGAL.sub("\ufffd", text)
 
 
-def write_reports(checks: list[Check], report_dir: Path) -> list[Path]:
-    """`conform.json` and `junit.xml` in `report_dir` (made if missing); the paths written."""
+def write_reports(checks: list[Check], report_dir: Path,
+                  cut_short: DeadlineExceeded | None = None) -> list[Path]:
+    """`conform.json` and `junit.xml` in `report_dir` (made if missing); the paths written.
+    A probe `cut_short` writes conform.json alone, with the checks judged so far and an
+    `incomplete` entry, and removes a junit.xml left there: never a tab that looks whole."""
     paths = [report_dir / "conform.json", report_dir / "junit.xml"]
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
+        if cut_short is not None:
+            paths[1].unlink(missing_ok=True)
+            document = {**orjson.loads(to_json(checks)), "incomplete": {
+                "phase": cut_short.phase, "bound_s": cut_short.bound_s,
+                "reason": cut_short.reason()}}
+            paths[0].write_bytes(redact_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2)))
+            return paths[:1]
         paths[0].write_bytes(redact_bytes(to_json(checks)))
         paths[1].write_bytes(redact_bytes(to_junit(checks)))
     except OSError as exc:

@@ -22,7 +22,7 @@ from .analysis import CheckConfig
 from .checkers import Verdict
 from .client import Recorder
 from .entries import account_timeline, clean_ledger, entries_by_account
-from .history import History, Op
+from .history import History, Op, delay_ms_of
 from .targets import Target
 
 POLL_MS = 50
@@ -42,11 +42,9 @@ def accounts_of(history: History) -> list[str]:
 
 
 def injected_delay_ms(history: History) -> int:
-    """The largest delay_sync the history tried to inject (acknowledged or not)."""
-    delays = [op.request.get("delay_ms") for op in history.ops
-              if op.f == "fault_add" and isinstance(op.request, dict)
-              and op.request.get("kind") == "delay_sync"]
-    return max((d for d in delays if type(d) is int), default=0)
+    """The largest delay the history tried to inject (acknowledged or not): `delay_ms_of`."""
+    return max((delay_ms_of(str(op.request.get("kind")), op.request) for op in history.ops
+                if op.f == "fault_add" and isinstance(op.request, dict)), default=0)
 
 
 def converge(recorder: Recorder, sla_ms: int) -> bool:

@@ -17,12 +17,18 @@ from .contract import FAULT_KINDS
 from .errors import TargetError, UsageError
 from .faults import ALL_KINDS, Provider
 from .faults.hooks import HOOK_TIMEOUT_S, Hook, HttpCall
-from .faults.process import START_TIMEOUT_S, ManagedProcess, ProcessProvider
+from .faults.process import START_TIMEOUT_S, ManagedProcess, ProcessProvider, free_port
 from .packaged import read_toml
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")
-# A proxy's port in a process's cmd, health or env: known only once the proxy listens.
+# A proxy's port in a process's cmd, health or env, or in the target URL: known only once the
+# proxy listens.
 PROXY_PORT = re.compile(r"\{proxies\.([^.{}]+)\.port\}")
+# A process's port (chosen before anything starts) in a proxy's upstream, a process's cmd,
+# health or env, or the target URL: a proxy in front of the api names it so.
+PROCESS_PORT = re.compile(r"\{processes\.([^.{}]+)\.port\}")
+TOP_KEYS = ("name", "target", "chaos_api", "processes", "proxies", "containers", "faults")
+API = "api"  # the process whose URL is the target's, unless `target` says otherwise
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_LISTEN = "127.0.0.1:0"
 NETWORK_KINDS = ("network_latency", "network_partition", "connection_reset")  # a proxy's own
@@ -50,7 +56,8 @@ class ProxySpec:
     listen_host: str
     listen_port: int
     upstream_host: str
-    upstream_port: int
+    upstream_port: int  # 0 when the upstream is a process's port (`upstream_process`)
+    upstream_process: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ Route = ProcessRoute | ContainerRoute | ProxyRoute | Hook
 class Deployment:
     name: str
     processes: dict[str, ProcessSpec] = field(default_factory=dict)
+    target: str | None = None  # the target's URL, with placeholders; default: the api's URL
+    chaos_api: bool = True  # kinds no provider carries out go to the target's own chaos API
     proxies: dict[str, ProxySpec] = field(default_factory=dict)
     containers: dict[str, str] = field(default_factory=dict)
     faults: dict[str, Route] = field(default_factory=dict)
@@ -93,21 +102,35 @@ class Deployment:
     _docker: object = field(default=None, init=False, repr=False)  # when containers are routed
     _started: bool = field(default=False, init=False, repr=False)
     _by_kind: dict[str, Provider] = field(default_factory=dict, init=False, repr=False)
+    _ports: dict[str, int | None] = field(default_factory=dict, init=False, repr=False)
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.faults)
 
     @property
     def url(self) -> str | None:
-        """The target's URL: the api process's, once started."""
-        api = self.running.get("api")
+        """The target's URL once started: `target` filled in, else the api process's."""
+        if not self._started:
+            return None
+        if self.target is not None:
+            return self._fill(self.target)
+        api = self.running.get(API)
         return None if api is None else api.url
+
+    def routed(self) -> dict[str, Provider]:
+        """Each fault kind the deployment carries out, with its provider (once started)."""
+        assert self._started, "start the deployment first"
+        return dict(self._by_kind)
 
     def start(self, *, seed: int = 0) -> list[Provider]:
         """Proxies first (a command may name a proxy's port), then processes in declaration
         order, each ready before the next; on any failure whatever started is stopped."""
         assert not self._started, f"deployment {self.name} is already started"
         self._started = True
+        # Every port first: a proxy in front of a process names the process's port.
+        self._ports = {name: spec.port if spec.port is not None
+                       else free_port() if "{port}" in spec.cmd else None
+                       for name, spec in self.processes.items()}
         try:
             self._start_proxies()
             for spec in self.processes.values():
@@ -157,8 +180,11 @@ class Deployment:
         from .faults.proxy import FaultProxy
 
         for spec in self.proxies.values():
+            upstream_port = spec.upstream_port if spec.upstream_process is None \
+                else self._ports[spec.upstream_process]
+            assert upstream_port, f"proxy {spec.name}: its upstream has no port"
             proxy = FaultProxy(spec.listen_host, spec.listen_port, spec.upstream_host,
-                               spec.upstream_port, name=spec.name)
+                               upstream_port, name=spec.name)
             try:
                 proxy.start()
             except (OSError, RuntimeError, TimeoutError) as exc:
@@ -166,12 +192,14 @@ class Deployment:
                                   f"{spec.listen_port} ({exc}); pick a free port") from None
             self.listening[spec.name] = proxy
 
-    def _start_process(self, spec: ProcessSpec) -> ManagedProcess:
-        def fill(text: str) -> str:
-            return PROXY_PORT.sub(lambda m: str(self.listening[m[1]].port), text)
+    def _fill(self, text: str) -> str:
+        text = PROXY_PORT.sub(lambda m: str(self.listening[m[1]].port), text)
+        return PROCESS_PORT.sub(lambda m: str(self._ports[m[1]]), text)
 
+    def _start_process(self, spec: ProcessSpec) -> ManagedProcess:
+        fill = self._fill
         return ManagedProcess(
-            spec.name, fill(spec.cmd), port=spec.port,
+            spec.name, fill(spec.cmd), port=self._ports.get(spec.name, spec.port),
             health_url=None if spec.health is None else fill(spec.health),
             env={key: fill(value) for key, value in spec.env.items()}, cwd=spec.cwd,
             start_timeout_s=spec.start_timeout_s)
@@ -258,56 +286,160 @@ def _attempt(step, problems: list[str]) -> None:
         problems.append(" ".join(str(exc).split()) or type(exc).__name__)
 
 
-def deployment_from_target_cmd(cmd: str) -> Deployment:
-    """What `--target-cmd 'CMD {port}'` means: one process, "api", started on a free port and
-    ready when the port accepts connections; crash_restart and process_pause act on it."""
-    source = "--target-cmd"
+TARGET_CMD = "--target-cmd"
+# What the api process started from --target-cmd carries out, unless a deployment file says.
+TARGET_CMD_ROUTES = {"crash_restart": ProcessRoute(API, "restart"),
+                     "process_pause": ProcessRoute(API, "pause")}
+
+
+def target_cmd_process(cmd: str) -> ProcessSpec:
+    """The api process `--target-cmd 'CMD {port}'` starts: on a free port, ready when the port
+    accepts connections."""
     if "{port}" not in cmd:
-        raise UsageError(f"{source} must contain {{port}}, where the harness puts the port it "
-                         f"chose, e.g. --target-cmd 'my-service --port {{port}}'")
+        raise UsageError(f"{TARGET_CMD} must contain {{port}}, where the harness puts the port "
+                         f"it chose, e.g. {TARGET_CMD} 'my-service --port {{port}}'")
     try:
         shlex.split(cmd)
     except ValueError as exc:
-        raise UsageError(f"{source} cannot be split into words ({exc}); check its quotes") from None
-    return Deployment(name=source, processes={"api": ProcessSpec("api", cmd)},
-                      faults={"crash_restart": ProcessRoute("api", "restart"),
-                              "process_pause": ProcessRoute("api", "pause")})
+        raise UsageError(f"{TARGET_CMD} cannot be split into words ({exc}); check its "
+                         f"quotes") from None
+    return ProcessSpec(API, cmd)
 
 
-def load_deployment(path: str | Path) -> Deployment:
+def deployment_from_target_cmd(cmd: str) -> Deployment:
+    """What `--target-cmd 'CMD {port}'` alone means: one process, "api", started on a free port
+    and ready when the port accepts connections; crash_restart and process_pause act on it."""
+    return Deployment(name=TARGET_CMD, processes={API: target_cmd_process(cmd)},
+                      faults=dict(TARGET_CMD_ROUTES))
+
+
+def open_run_target(spec: str | None, *, target_cmd: str | None = None,
+                    deployment: str | Path | None = None, seed: int = 0, **options):
+    """`targets.open_target(spec, seed=seed, **options)`; with `target_cmd` or `deployment`
+    (--target-cmd, --deployment), that deployment started first and the target it names opened,
+    its fault kinds routed to its providers (`faults.routing.RoutedTarget`): closing the target
+    stops the deployment, whatever happened before."""
+    from .faults.routing import RoutedTarget
+    from .targets import open_target
+
+    if target_cmd is None and deployment is None:
+        return open_target(spec, seed=seed, **options)
+    started = deployment_for(spec, target_cmd, deployment)
+    started.start(seed=seed)
+    try:
+        inner = open_target(started.url or spec, seed=seed, **options)
+        return RoutedTarget(inner, started.routed(), chaos_api=started.chaos_api, owner=started)
+    except BaseException:
+        started.stop()
+        raise
+
+
+def deployment_for(spec: str | None, target_cmd: str | None,
+                   path: str | Path | None) -> Deployment:
+    """The deployment --target-cmd and --deployment describe (not started), checked against
+    --target: exactly one of them says where the target is."""
+    deployment = deployment_from_target_cmd(target_cmd) if path is None else \
+        load_deployment(path, target_cmd)
+    names_target = deployment.target is not None or API in deployment.processes
+    if spec is not None and names_target:
+        raise UsageError(f"deployment {deployment.name} starts the target itself; drop --target")
+    if spec is None and not names_target:
+        raise UsageError(f"deployment {deployment.name} starts no {API} process and names no "
+                         f"target; give --target URL (or {TARGET_CMD}, or a target key)")
+    if spec is not None and not spec.startswith(("http://", "https://")):
+        raise UsageError("a deployment acts on a real service: --target must be an http:// or "
+                         "https:// URL")
+    return deployment
+
+
+def load_deployment(path: str | Path, target_cmd: str | None = None) -> Deployment:
     """The deployment in a TOML file, validated whole: any problem is a one-line UsageError
-    naming the file and the key."""
+    naming the file and the key. `target_cmd`: the file plus the api process --target-cmd
+    starts (first, so the file's proxies and processes may name its port), with crash_restart
+    and process_pause on it where the file routes them nowhere else."""
     path = Path(path)
     raw = read_toml(path, "deployment file")
-    return _Reader(path).deployment(raw)
+    api = None if target_cmd is None else target_cmd_process(target_cmd)
+    return _Reader(path, api).deployment(raw)
 
 
 class _Reader:
     """Validates one file's parsed TOML; every error names `self.path` and the dotted key."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, api: ProcessSpec | None = None) -> None:
         self.path = path
+        self.api = api  # started from --target-cmd
 
     def error(self, key: str, problem: str) -> UsageError:
         return UsageError(f"deployment file {self.path}: {key}: {problem}")
 
     def deployment(self, raw: dict) -> Deployment:
-        self.keys(raw, "", ("name", "processes", "proxies", "containers", "faults"))
+        self.keys(raw, "", TOP_KEYS)
         name = self.string(raw, "name", "name", default=self.path.stem)
         proxies = {key: self.proxy(key, value)
                    for key, value in self.named_tables(raw, "proxies").items()}
-        processes = {key: self.process(key, value, proxies)
+        processes = {key: self.process(key, value)
                      for key, value in self.named_tables(raw, "processes").items()}
+        if self.api is not None:
+            if API in processes:
+                raise self.error(f"processes.{API}", f"{TARGET_CMD} starts the {API} process "
+                                                     f"already; drop one of them")
+            processes = {API: self.api, **processes}
+        self.process_ports(processes, proxies)
         containers = {key: self.string(raw["containers"], key, f"containers.{key}")
                       for key in self.names(raw, "containers")}
         declared = {"process": processes, "proxy": proxies, "container": containers}
         faults_raw = self.table(raw, "faults", "faults")
         faults = {kind: self.route(kind, value, declared) for kind, value in faults_raw.items()}
-        return Deployment(name=name, processes=processes,
+        if self.api is not None:
+            faults = {**TARGET_CMD_ROUTES, **faults}
+        target = self.target(raw, processes, proxies)
+        chaos_api = raw.get("chaos_api", True)
+        if type(chaos_api) is not bool:
+            raise self.error("chaos_api", f"must be true or false, not {_type(chaos_api)}")
+        return Deployment(name=name, processes=processes, target=target, chaos_api=chaos_api,
                           proxies=proxies, containers=containers, faults=faults)
 
+    def target(self, raw: dict, processes: dict, proxies: dict) -> str | None:
+        target = self.string(raw, "target", "target", default=None)
+        if target is None:
+            return None
+        if not target.startswith(("http://", "https://")):
+            raise self.error("target", "must be an http:// or https:// URL, e.g. "
+                                       "http://127.0.0.1:{proxies.front.port}")
+        self.placeholders("target", target, processes, proxies)
+        return target
+
+    def process_ports(self, processes: dict, proxies: dict) -> None:
+        """`{processes.NAME.port}` anywhere must name a declared process that has a port."""
+        for spec in processes.values():
+            where = f"processes.{spec.name}"
+            texts = {"cmd": spec.cmd, "health": spec.health or ""} | \
+                {f"env.{k}": v for k, v in spec.env.items()}
+            for key, text in texts.items():
+                self.placeholders(f"{where}.{key}", text, processes, proxies)
+        for spec in proxies.values():
+            if spec.upstream_process is not None:
+                self.placeholders(f"proxies.{spec.name}.upstream",
+                                  f"{{processes.{spec.upstream_process}.port}}", processes,
+                                  proxies)
+
+    def placeholders(self, where: str, text: str, processes: dict, proxies: dict) -> None:
+        for proxy in PROXY_PORT.findall(text):
+            if proxy not in proxies:
+                raise self.error(where, f"names proxy {proxy!r}, which is not declared under "
+                                        f"[proxies]")
+        for name in PROCESS_PORT.findall(text):
+            spec = processes.get(name)
+            if spec is None:
+                raise self.error(where, f"names process {name!r}, which is not declared under "
+                                        f"[processes]")
+            if spec.port is None and "{port}" not in spec.cmd:
+                raise self.error(where, f"names the port of process {name!r}, which has none: "
+                                        f"put {{port}} in its cmd or set its port")
+
     # -- sections ---------------------------------------------------------------------------
-    def process(self, name: str, raw: dict, proxies: dict) -> ProcessSpec:
+    def process(self, name: str, raw: dict) -> ProcessSpec:
         where = f"processes.{name}"
         self.keys(raw, where, ("cmd", "port", "health", "env", "cwd", "start_timeout_s"))
         cmd = self.string(raw, "cmd", f"{where}.cmd")
@@ -326,12 +458,6 @@ class _Reader:
                                                 "or set port")
         env_raw = self.table(raw, "env", f"{where}.env")
         env = {key: self.string(env_raw, key, f"{where}.env.{key}") for key in env_raw}
-        texts = {"cmd": cmd, "health": health or ""} | {f"env.{k}": v for k, v in env.items()}
-        for key, text in texts.items():
-            for proxy in PROXY_PORT.findall(text):
-                if proxy not in proxies:
-                    raise self.error(f"{where}.{key}", f"names proxy {proxy!r}, which is not "
-                                                       f"declared under [proxies]")
         cwd = self.string(raw, "cwd", f"{where}.cwd", default=None)
         timeout_s = self.number(raw, "start_timeout_s", f"{where}.start_timeout_s",
                                 START_TIMEOUT_S)
@@ -342,6 +468,12 @@ class _Reader:
         where = f"proxies.{name}"
         self.keys(raw, where, ("listen", "upstream"))
         listen = self.address(raw, "listen", f"{where}.listen", DEFAULT_LISTEN, port_min=0)
+        upstream = raw.get("upstream")
+        named = PROCESS_PORT.fullmatch(upstream.rpartition(":")[2]) \
+            if isinstance(upstream, str) else None
+        if named is not None and upstream.rpartition(":")[0]:
+            # A process's port, known once the deployment starts (checked with the processes).
+            return ProxySpec(name, *listen, upstream.rpartition(":")[0], 0, named[1])
         upstream = self.address(raw, "upstream", f"{where}.upstream", ..., port_min=1)
         return ProxySpec(name, *listen, *upstream)
 

@@ -19,13 +19,14 @@ from .client import Recorder
 from .collector import fewer_collections
 from .nemesis import FaultProfile, Nemesis
 from .progress import Progress
-from .targets import Target
-from .workload import Action, User, Workload, WorkloadConfig
+from .targets import Choose, Target
+from .workload import Action, Race, User, Workload, WorkloadConfig
 
 NEMESIS = 0  # the process number of the nemesis's ops
 NEMESIS_POLL_S = 0.02
 PROGRESS_EVERY_OPS = 512
 HTTP_STOP_GRACE_S = 30.0  # how long past its end an HTTP drive waits for hung workers
+INTERLEAVING_STREAM = 4  # dice stream of a simulated drive's race interleavings
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ def drive(plan: Drive, target: Target, recorder: Recorder, profile: FaultProfile
         for action in workload.opens(user):
             _perform(recorder, workload, user, action)
     recorder.phase("safety")
-    nemesis = Nemesis(profile, dice(plan.seed, 2), target.now_ms())
+    nemesis = Nemesis(profile, dice(plan.seed, 2), target.now_ms(),
+                      length_ms=safety_ms(plan, workload_config),
+                      sla_ms=recorder.history.meta["sla_ms"])
+    recorder.history.meta["nemesis"] = nemesis.plan.summary()
     with fewer_collections():
         if target.simulated:
             _safety_simulated(plan, target, recorder, workload, users, nemesis, progress)
@@ -70,12 +74,46 @@ def drive(plan: Drive, target: Target, recorder: Recorder, profile: FaultProfile
     return users
 
 
+def safety_ms(plan: Drive, workload_config: WorkloadConfig) -> int:
+    """How long the safety phase will last, so the nemesis's covering cycle fits in it: an HTTP
+    drive's duration; a simulated drive's ops shared by its users, each taking its mean think
+    time plus the 1 ms between one op's completion and the next (an estimate: the nemesis plans
+    with room to spare)."""
+    if plan.duration_s is not None:
+        return max(1, int(plan.duration_s * 1000))
+    think_ms = (workload_config.think_ms_min + workload_config.think_ms_max) / 2
+    return max(1, int(plan.ops * (think_ms + 1) / plan.accounts))
+
+
 def _perform(recorder: Recorder, workload: Workload, user: User, action: Action) -> None:
     if action.f == "display":
         recorder.display(user.process, action.account_id)
         return
     op = recorder.write(user.process, action.f, action.account_id, action.body, action.retry_of)
     workload.observe(user, action, op.index, op.outcome, op.response)
+
+
+def _act(recorder: Recorder, workload: Workload, user: User, choose: Choose | None) -> int:
+    """One step of a user: a race now and then, else one action; returns the ops it made."""
+    race = workload.next_race(user)
+    if race is None:
+        _perform(recorder, workload, user, workload.next_action(user))
+        return 1
+    _perform_race(recorder, workload, user, race, choose)
+    return 2
+
+
+def _perform_race(recorder: Recorder, workload: Workload, user: User, race: Race,
+                  choose: Choose | None) -> None:
+    first = race.first
+    ops = [recorder.invoke_write(user.process, first.f, first.account_id, first.body)]
+    race.first_invoked(ops[0].index)
+    second = race.second
+    ops.append(recorder.invoke_write(user.process, second.f, second.account_id, second.body,
+                                     second.retry_of))
+    recorder.send_at_once(ops, choose)
+    workload.observe_race(user, [(action, op.index, op.outcome, op.response)
+                                 for action, op in zip((first, second), ops)])
 
 
 def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
@@ -93,17 +131,22 @@ def _safety_simulated(plan, target, recorder, workload, users, nemesis, progress
     queue = [(target.now_ms() + workload.think_ms(), user.process) for user in users]
     heapq.heapify(queue)
     by_process = {user.process: user for user in users}
-    for done in range(plan.ops):
+    choose = dice(plan.seed, INTERLEAVING_STREAM).randrange
+    done = 0
+    for _ in range(plan.ops):  # each step makes at least one op
+        if done >= plan.ops:
+            break
         at_ms, process = heapq.heappop(queue)
         while nemesis.due(at_ms):
             target.wait_ms(max(0, nemesis.next_ms - target.now_ms()))
             _nemesis_move(recorder, nemesis, target.now_ms())
         target.wait_ms(max(0, at_ms - target.now_ms()))
         user = by_process[process]
-        _perform(recorder, workload, user, workload.next_action(user))
+        made = _act(recorder, workload, user, choose)
         # +1: the next op of anyone is invoked strictly after this one completed.
         heapq.heappush(queue, (target.now_ms() + 1 + workload.think_ms(), process))
-        if done % PROGRESS_EVERY_OPS == 0:
+        done += made
+        if done // PROGRESS_EVERY_OPS != (done - made) // PROGRESS_EVERY_OPS:
             progress.update(done, faults=len(nemesis.active))
 
 
@@ -123,10 +166,14 @@ def _safety_http(plan, target, recorder, workload_config, users, nemesis, progre
         threads.append(thread)
         thread.start()
     deadline_s = time.monotonic() + plan.duration_s + HTTP_STOP_GRACE_S  # even if workers hang
-    while target.now_ms() < stop_ms and time.monotonic() < deadline_s:
+    # A worker that stopped on an error (its command's wall-clock bound among them) ends the
+    # drive now, not at its planned end.
+    while target.now_ms() < stop_ms and time.monotonic() < deadline_s and not errors:
         now_ms = target.now_ms()
-        if nemesis.due(now_ms):
+        # Every move due by now, not one per poll: a short run's cycle has moves ms apart.
+        while nemesis.due(now_ms) and target.now_ms() < stop_ms:
             _nemesis_move(recorder, nemesis, now_ms)
+            now_ms = target.now_ms()
         progress.update((now_ms - start_ms) // 1000, faults=len(nemesis.active),
                         ops=len(recorder.history))
         time.sleep(NEMESIS_POLL_S)
@@ -142,6 +189,6 @@ def _worker(target, recorder, workload, users, stop_ms, errors) -> None:
         # target's timeout, and the loop ends once the clock passes stop_ms.
         while target.now_ms() < stop_ms:
             for user in users:
-                _perform(recorder, workload, user, workload.next_action(user))
+                _act(recorder, workload, user, None)
     except BaseException as exc:  # surfaced by the main thread; a worker must not die silently
         errors.append(exc)

@@ -36,13 +36,21 @@ def _field_ok(name: str, value: Any) -> bool:
     return type(value) is str and value in contract.PRODUCTS
 
 
+def _fields_ok(entry: dict, names: tuple[str, ...]) -> bool:
+    for name in names:
+        if not _field_ok(name, entry.get(name)):
+            return False
+    return True
+
+
 def _problem_quickly(entry: Any, seen_accounts: set[str],
                      seen_ats: set[str]) -> tuple[str, str] | None:
     """`entry_problem`, with the account ids and timestamps already found good remembered."""
     if type(entry) is dict:
         account_id, at = entry.get("account_id"), entry.get("at")
-        if account_id in seen_accounts and at in seen_ats and type(account_id) is str \
-                and type(at) is str:
+        # Types first: an unhashable id (a list) must be reported, not crash the set lookup.
+        if type(account_id) is str and type(at) is str and account_id in seen_accounts \
+                and at in seen_ats:
             return _problem_past(entry, check_account=False, check_at=False)
     problem = entry_problem(entry)
     if problem is None:
@@ -92,7 +100,25 @@ def clean_ledger(ledger: Iterable[Any]) -> tuple[list[dict], list[tuple[str, str
     # once (the cost of reading a large ledger is mostly these two checks).
     seen_accounts: set[str] = set()
     seen_ats: set[str] = set()
+    id_match, fields_of = contract.ID_PATTERN.fullmatch, contract.ENTRY_FIELDS_BY_TYPE
     for entry in ledger:
+        # The usual entry, decided inline in one expression (a large ledger is mostly these):
+        # what it accepts `entry_problem` accepts too, and anything else takes the long way.
+        if type(entry) is dict:
+            seq, entry_id, kind = entry.get("seq"), entry.get("entry_id"), entry.get("type")
+            request_id, account_id, at = (entry.get("request_id"), entry.get("account_id"),
+                                          entry.get("at"))
+            if type(seq) is int and seq > last_seq and type(entry_id) is str \
+                    and type(request_id) is str and type(account_id) is str \
+                    and type(at) is str and type(kind) is str and kind in fields_of \
+                    and account_id in seen_accounts and entry_id not in entry_ids \
+                    and id_match(entry_id) is not None and id_match(request_id) is not None \
+                    and (at in seen_ats or parse_rfc3339(at) is not None) \
+                    and _fields_ok(entry, fields_of[kind]):
+                good.append(entry)
+                entry_ids.add(entry_id)
+                last_seq = seq
+                continue
         problem = _problem_quickly(entry, seen_accounts, seen_ats)
         if problem is None and entry["seq"] <= last_seq:
             problem = ("seq_order", f"seq {entry['seq']} comes after seq {last_seq}")
@@ -117,9 +143,32 @@ def entries_by_account(entries: Iterable[dict]) -> dict[str, list[dict]]:
 
 
 def account_timeline(entries: list[dict]) -> list[tuple[int, oracle.State]]:
-    """`oracle.replay`, skipping entries before the account's open (the ledger checker reports
-    them): a state needs an open to exist at all."""
-    for n, entry in enumerate(entries):
-        if entry["type"] == "open":
-            return oracle.replay(entries[n:])
-    return []
+    """`oracle.replay` of one account's entries, skipping entries before its open (the ledger
+    checker reports them): a state needs an open to exist at all."""
+    timelines = account_timelines(entries)
+    assert len(timelines) <= 1, "the entries of one account"
+    return next(iter(timelines.values()), [])
+
+
+def account_timelines(entries: Iterable[dict]) -> dict[str, list[tuple[int, oracle.State]]]:
+    """`account_timeline` of each account, in one pass over the entries in ledger order (in
+    memory a ledger lies about in that order: reading it so is twice as fast as account by
+    account)."""
+    timelines: dict[str, list[tuple[int, oracle.State]]] = {}
+    fields, change = oracle.VALUE_FIELD, oracle.step  # `oracle.replay`'s loop, interleaved
+    for entry in entries:
+        kind = entry["type"]
+        timeline = timelines.get(entry["account_id"])
+        if timeline is None:
+            if kind != "open":
+                continue
+            timeline = timelines[entry["account_id"]] = []
+            state = None
+        else:
+            state = timeline[-1][1]
+        if kind not in fields:
+            raise ValueError(f"unknown entry type {kind!r}")
+        timeline.append((entry["seq"], change(state, kind, entry[fields[kind]])))
+    assert all(a[0] < b[0] for timeline in timelines.values()
+               for a, b in zip(timeline, timeline[1:])), "entries out of seq order"
+    return timelines

@@ -8,6 +8,15 @@ A policy is a small TOML file (fixtures/gate-*.toml), for example:
     stale_lag_ms_max = 5000
     unavailable_share_max = 0.01               # bounds on stats["availability"]
     unavailable_ms_max = 2000
+    restore_ms_p99_max = 3000                  # bounds on stats["symptoms"]: what users wait
+    limit_shown_ms_p99_max = 3000              # for a write to show (harness/symptoms.py)
+    usable_ms_p99_max = 3000
+    draw_shown_ms_p99_max = 3000
+
+    coverage_required = true                   # every fault kind and class the run's
+                                               # nemesis planned was injected
+    ineffective_faults_max = 0                 # injections with no effect the history shows
+                                               # (stats["fault_effects"], harness/effects.py)
 
     [max_findings]                             # budgets per severity
     minor = 20
@@ -23,11 +32,17 @@ list, and `minor = 20` caps minors that would otherwise never fail. Allowed kind
 
 A policy that bounds a stat the report does not carry fails the gate rather than passing it
 silently: a release gate that cannot see must not say yes. So does a load test whose worker
-vanished (part of its history is unknown), whatever the policy.
+vanished (part of its history is unknown), whatever the policy. A symptom's p99 that lands on a
+write never shown before the run ended is unknown, and fails its bound too.
+
+`coverage_required` (true unless a policy says false) judges only what the run's nemesis planned
+(stats["fault_coverage"]["planned"]): a report without a plan (`--faults none`, a history
+recorded before plans were, `reconcile`) has nothing it must have covered.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -37,6 +52,7 @@ from typing import Any
 from .errors import UsageError
 from .findings import KINDS, SEVERITIES
 from .packaged import fixture
+from .symptoms import SYMPTOMS
 
 DEFAULT_NAME = "default"
 UNJUDGED_KIND = "checker_error"
@@ -53,7 +69,14 @@ class Policy:
     stale_lag_ms_max: float | None = None
     unavailable_share_max: float | None = None
     unavailable_ms_max: float | None = None
+    restore_ms_p99_max: float | None = None
+    limit_shown_ms_p99_max: float | None = None
+    usable_ms_p99_max: float | None = None
+    draw_shown_ms_p99_max: float | None = None
     load: dict[str, float] = field(default_factory=dict)  # LOAD_BOUNDS -> bound
+    coverage_required: bool = True  # every planned fault kind and class was injected
+    # Injections whose effect the history never showed (stats["fault_effects"], harness/effects.py)
+    ineffective_faults_max: int | None = None
 
     def budget(self, severity: str) -> float:
         """How many findings of this severity the gate tolerates."""
@@ -76,8 +99,10 @@ class GateResult:
 
 # The file's keys: every Policy field but the name, which is the file's stem.
 _KEYS = tuple(f.name for f in fields(Policy) if f.name != "name")
+# `<symptom>_ms_p99_max` -> the symptom in stats["symptoms"] it bounds.
+SYMPTOM_BOUNDS = {f"{name}_ms_p99_max": name for name in SYMPTOMS}
 _BOUNDS = ("stale_lag_ms_p99_max", "stale_lag_ms_max", "unavailable_share_max",
-           "unavailable_ms_max")
+           "unavailable_ms_max", *SYMPTOM_BOUNDS)
 # [load]: (what, where in stats["load"], shown as)
 LOAD_BOUNDS = {
     "latency_ms_p95_max": ("latency p95", ("latency_ms", "p95"), "{:,.0f} ms"),
@@ -109,6 +134,8 @@ def _read_toml(path: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"gate policy {path} is not valid TOML{_near_key(text, exc)}: "
                          f"{exc}") from None
+    except RecursionError:  # tomllib recurses once per level of `[[[...]]]`
+        raise UsageError(f"gate policy {path}: values nested too deeply to read") from None
 
 
 def _near_key(text: str, exc: tomllib.TOMLDecodeError) -> str:
@@ -144,8 +171,13 @@ def _problem(key: str, value: Any) -> str | None:
         return _budgets_problem(value)
     if key in _BOUNDS:
         return _bound_problem(key, value)
+    if key == "ineffective_faults_max":
+        return None if _is_number(value, integer=True) and value >= 0 else \
+            "must be a non-negative integer"
     if key == "load":
         return _load_problem(value)
+    if key == "coverage_required":
+        return None if isinstance(value, bool) else "must be true or false"
     raise AssertionError(key)
 
 
@@ -192,8 +224,10 @@ def _bound_problem(key: str, value: Any) -> str | None:
 
 def _is_number(value: Any, integer: bool = False) -> bool:
     # TOML booleans arrive as bool, a subclass of int: `max = true` is a typo, not 1.
+    # NaN and infinity are no bound: every comparison with NaN is false, so the gate would pass.
     kinds = (int,) if integer else (int, float)
-    return isinstance(value, kinds) and not isinstance(value, bool)
+    return isinstance(value, kinds) and not isinstance(value, bool) and \
+        (type(value) is int or math.isfinite(value))
 
 
 # -- judging --------------------------------------------------------------------------------
@@ -204,8 +238,47 @@ def judge(report: dict, policy: Policy) -> GateResult:
     reasons = _finding_reasons(report.get("findings") or [], policy)
     reasons += _lag_reasons(stats, policy)
     reasons += _availability_reasons(stats, policy)
+    reasons += _symptom_reasons(stats, policy)
     reasons += _load_reasons(stats.get("load"), policy)
+    reasons += _coverage_reasons(stats.get("fault_coverage"), policy)
+    reasons += _effect_reasons(stats.get("fault_effects"), policy)
     return GateResult(passed=not reasons, reasons=reasons)
+
+
+def _effect_reasons(effects: Any, policy: Policy) -> list[str]:
+    """Injections no client saw act, over the policy's bound. Like `coverage_required`, it
+    judges only what a run injected: a report without fault effects (`reconcile`, a report
+    made before they were) injected nothing to judge."""
+    bound = policy.ineffective_faults_max
+    if bound is None or not isinstance(effects, dict):
+        return []
+    count = effects.get("not_observed")
+    if not _is_number(count, integer=True):
+        return ["fault effects carry no count of ineffective faults, the policy bounds it "
+                "(ineffective_faults_max)"]
+    if count <= bound:
+        return []
+    named = [f"{f.get('label')} at t={f.get('start_ms')} ms via {f.get('provider')}"
+             for f in (effects.get("ineffective") or [])[:3] if isinstance(f, dict)]
+    more = f" and {count - len(named)} more" if count > len(named) else ""
+    return [f"{count} injected fault(s) had no effect the history shows ({'; '.join(named)}"
+            f"{more}), policy allows {bound} (ineffective_faults_max)"]
+
+
+def _coverage_reasons(coverage: Any, policy: Policy) -> list[str]:
+    """The planned fault kinds and classes the run never injected (see the module's doc)."""
+    planned = coverage.get("planned") if isinstance(coverage, dict) else None
+    if not policy.coverage_required or not isinstance(planned, dict) or not planned.get("kinds"):
+        return []
+    missing = coverage.get("missing")
+    if not isinstance(missing, list):
+        return ["fault coverage is missing from the stats, the policy requires it "
+                "(coverage_required)"]
+    if not missing:
+        return []
+    short = "; the run was too short for its plan" if planned.get("covers") is False else ""
+    return [f"planned faults never injected: {', '.join(map(str, missing))} "
+            f"(coverage_required){short}"]
 
 
 def _finding_reasons(findings: list[dict], policy: Policy) -> list[str]:
@@ -263,6 +336,36 @@ def _availability_reasons(stats: dict, policy: Policy) -> list[str]:
             reasons.append(f"unavailability {stat} {shown.format(value)} exceeds {key} = "
                            f"{shown.format(bound)}")
     return reasons
+
+
+def _symptom_reasons(stats: dict, policy: Policy) -> list[str]:
+    found = stats.get("symptoms")
+    reasons = []
+    for key, name in SYMPTOM_BOUNDS.items():
+        bound = getattr(policy, key)
+        if bound is None:
+            continue
+        numbers = found.get(name) if isinstance(found, dict) else None
+        reason = _symptom_reason(name, numbers, bound, key)
+        if reason:
+            reasons.append(reason)
+    return reasons
+
+
+def _symptom_reason(name: str, numbers: Any, bound: float, key: str) -> str | None:
+    what = f"{name} ({SYMPTOMS[name].words})"
+    count = numbers.get("count") if isinstance(numbers, dict) else None
+    if count == 0:
+        return None  # no such write in this run: nothing to bound
+    p99, never = (numbers.get("p99"), numbers.get("never_shown")) if count else (None, None)
+    if p99 is None and _is_number(never, integer=True) and never > 0:
+        return (f"{what} p99 unknown: {never} of {count} {SYMPTOMS[name].writes} never shown "
+                f"before the run ended, {key} = {bound:,.0f} ms")
+    if not _is_number(p99):
+        return f"{what} p99 is missing from the stats, the policy bounds it ({key})"
+    if p99 > bound:
+        return f"{what} p99 {p99:,.0f} ms exceeds {key} = {bound:,.0f} ms"
+    return None
 
 
 def _load_reasons(load: Any, policy: Policy) -> list[str]:

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 from .clock import SIM_EPOCH, rfc3339
-from .contract import FAULT_KINDS, WRITE_KINDS
+from .contract import WRITE_KINDS
+from .faults import ALL_KINDS, ONE_SHOT_KINDS
 
 # An op's `f` names the operation (Jepsen's word): a write (named by its kind), a read, a
 # fault move or a phase marker.
@@ -59,7 +60,14 @@ class Op:
         return self.f in WRITE_FS
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        # `dataclasses.asdict` deep-copies through generic machinery: a history slice per
+        # finding and a whole saved history pay for it op by op. The same copy, of the JSON
+        # values an op holds, is made directly; anything else takes the generic way.
+        try:
+            return {name: _json_copy(value) for name in _OP_FIELD_NAMES
+                    if (value := getattr(self, name)) is not None}
+        except _NotJson:
+            return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(slots=True)
@@ -141,7 +149,9 @@ class History:
                 fault_id = str(op.response.get("fault_id"))
                 params = {k: v for k, v in op.request.items() if k != "kind"}
                 # A fault may act from the moment it was sent, before the ack arrived.
-                end = op.complete_ms if op.request.get("kind") == "maintenance_reset" else None
+                end = op.complete_ms if op.request.get("kind") in ONE_SHOT_KINDS else None
+                if fault_id in windows:  # an id given again (a restarted target counts anew)
+                    windows[f"{fault_id}@{op.index}"] = windows.pop(fault_id)
                 windows[fault_id] = FaultWindow(fault_id, op.request["kind"], params,
                                                 op.invoke_ms, end)
             elif _unanswered_injection(op):
@@ -198,14 +208,14 @@ class History:
 def _unanswered_injection(op: Op) -> bool:
     # A 4xx is a definite refusal (never applied), whatever outcome an older history gave it.
     return (op.f == "fault_add" and op.outcome == "info" and isinstance(op.request, dict)
-            and op.request.get("kind") in FAULT_KINDS
+            and op.request.get("kind") in ALL_KINDS
             and (op.http_status is None or op.http_status >= 500))
 
 
 def _unanswered(op: Op, removed_ms: int | None) -> FaultWindow:
     kind = op.request["kind"]
     params = {k: v for k, v in op.request.items() if k != "kind"}
-    end_ms = op.complete_ms if kind == "maintenance_reset" else removed_ms
+    end_ms = op.complete_ms if kind in ONE_SHOT_KINDS else removed_ms
     return FaultWindow(f"unanswered@{op.index}", kind, params, op.invoke_ms, end_ms)
 
 
@@ -224,10 +234,24 @@ def new_history(target_name: str, simulated: bool, sla_ms: int, *, seed: int | N
 
 # -- fault windows, indexed ------------------------------------------------------------------
 
+# Faults after which a display may show an older state of any age until it is rebuilt: a wiped
+# or restored read model, and a restarted service rebuilding its read model from the ledger.
+RESETS_DISPLAY = ("maintenance_reset", "crash_restart")
+# The params of each kind that say how long it holds an event back, each one more hop: a
+# delay_sync's delay; a proxy's latency and its jitter on a link the event path may cross.
+DELAY_PARAMS = {"delay_sync": ("delay_ms",), "network_latency": ("latency_ms", "jitter_ms")}
+
+
+def delay_ms_of(kind: str, params: dict) -> int:
+    """How long a fault may still hold an event back once removed (0 for most kinds): what it
+    already held is still on its way."""
+    values = [params.get(name) for name in DELAY_PARAMS.get(kind, ())]
+    return sum(value for value in values if type(value) is int and value > 0)
+
+
 def delay_of(window: FaultWindow) -> int:
-    """The delay a window adds to the event path (0 for any fault but a delay_sync)."""
-    value = window.params.get("delay_ms") if window.kind == "delay_sync" else 0
-    return value if type(value) is int and value > 0 else 0
+    """The delay a window adds to the event path: `delay_ms_of` its kind and params."""
+    return delay_ms_of(window.kind, window.params)
 
 
 class FaultIndex:
@@ -273,6 +297,23 @@ class FaultIndex:
             return ()
         return self._kinds_at[n] if self._points[n] == t_ms else self._kinds_after[n]
 
+    def stretch_at(self, t_ms: int) -> int:
+        """A number for the stretch of time `t_ms` is in: `active_at` gives the same windows for
+        every moment of one stretch, so what follows from them can be computed once each."""
+        n = bisect.bisect_right(self._points, t_ms) - 1
+        if n < 0:
+            return -1
+        return 2 * n if self._points[n] == t_ms else 2 * n + 1
+
+    def kinds_overlapping(self, lo_ms: int, hi_ms: float) -> list[str]:
+        """`kinds_of(overlapping(lo_ms, hi_ms))`, without building the list when no window
+        starts in between (most of the time)."""
+        if bisect.bisect_right(self._starts_ms, lo_ms) == bisect.bisect_right(self._starts_ms,
+                                                                               hi_ms):
+            assert lo_ms <= hi_ms
+            return list(self.kinds_at(lo_ms))
+        return kinds_of(self.overlapping(lo_ms, hi_ms))
+
     def starting_after(self, t_ms: int) -> list[FaultWindow]:
         """The windows that start after `t_ms`, in order of start."""
         return self._by_start[bisect.bisect_right(self._starts_ms, t_ms):]
@@ -295,6 +336,25 @@ def described(windows: Iterable[FaultWindow]) -> list[str]:
 
 
 _OP_FIELDS = {f.name for f in dataclasses.fields(Op)}
+_OP_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Op))  # in order
+_JSON_ATOMS = (str, int, float, bool)
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _json_copy(value: Any) -> Any:
+    """What `dataclasses.asdict` makes of a JSON value (fresh dicts and lists, the same atoms);
+    `_NotJson` for any other value."""
+    kind = type(value)
+    if kind is dict:
+        return {_json_copy(k): _json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_json_copy(v) for v in value]
+    if kind in _JSON_ATOMS or value is None:
+        return value
+    raise _NotJson
 
 
 def _op_from_dict(raw: Any, line_no: int) -> Op:

@@ -90,7 +90,9 @@ def _header(line: str) -> tuple[str, str]:
     name, colon, value = line.partition(":")
     name, value = name.strip(), value.strip()
     if not colon or not HEADER_NAME.fullmatch(name) or not value:
-        raise UsageError(f"--header takes 'NAME: VALUE' (got {name[:40]!r}...); e.g. "
+        # Never the text given: without its colon, a line is all value, and values are secrets.
+        shown = f" (got header {name!r})" if colon and HEADER_NAME.fullmatch(name) else ""
+        raise UsageError(f"--header takes 'NAME: VALUE'{shown}; e.g. "
                          f"--header 'Authorization: Bearer $TOKEN'")
     if name.lower() in RESERVED:
         raise UsageError(f"--header {name} is set by the harness itself and cannot be given")

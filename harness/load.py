@@ -44,6 +44,7 @@ import orjson
 from .client import Recorder, ledger_head_seq
 from .clock import rfc3339
 from .contract import ENTRY_FIELDS_BY_TYPE, WRITE_KINDS, cured_request_id
+from .deadline import Deadline, DeadlineExceeded, bounded
 from .driver import _nemesis_move, dice
 from .errors import HarnessError, UsageError, exit_code
 from .history import FS, History, Op, new_history
@@ -78,6 +79,10 @@ ENV_RECORD = "LIMIT_RECORD"        # "0": no history, no judging (to measure wha
 ENV_THINK_MS = "LIMIT_THINK_MS"    # "MIN,MAX": overrides the personas' think time (benchmarks)
 ENV_REPLAY = "LIMIT_REPLAY"
 ENV_CONFIG = "LIMIT_CONFIG"
+ENV_DURATION_S = "LIMIT_DURATION_S"  # how long the load runs: the nemesis plans its cycle in it
+ENV_CHAOS_URL = "LIMIT_CHAOS_URL"  # where the harness answers the chaos routes (a deployment's)
+# A chaos call may restart a process and wait until it is ready (deployment.START_TIMEOUT_S).
+CHAOS_TIMEOUT_S = 60.0
 
 SERVED_LEDGER = "sqlite://"        # the reference service's store when `load` starts it itself
 START_MARGIN_S = 60.0              # locust start-up, worker connection, spawning
@@ -106,6 +111,9 @@ class LoadConfig:
     ca_bundle: Path | None = None
     insecure: bool = False
     timeout_s: float = REQUEST_TIMEOUT_S
+    max_run_s: float | None = None  # the whole command's bound; None: START_MARGIN_S + timeout_s()
+    target_cmd: str | None = None  # --target-cmd: the harness starts the target itself
+    deployment: str | None = None  # --deployment FILE (docs/deployments.md)
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.users >= PROCESS_STRIDE:
@@ -130,6 +138,10 @@ class LoadConfig:
                  "--faults", self.faults, "--seed", str(self.seed), "--sla-ms", str(self.sla_ms)]
         if self.policy:
             argv += ["--policy", str(self.policy)]
+        if self.target_cmd:
+            argv += ["--target-cmd", self.target_cmd]
+        if self.deployment:
+            argv += ["--deployment", str(self.deployment)]
         # $VAR as given, else <redacted>; TLS and timeout as given
         return argv + http_options(self.headers, **self.tls()).argv()
 
@@ -143,7 +155,9 @@ class LoadConfig:
                 "users": self.users, "spawn_rate": self.spawn_rate,
                 "duration_s": self.duration_s, "processes": self.processes,
                 "faults": self.faults, "policy": str(self.policy) if self.policy else None,
-                "seed": self.seed, "sla_ms": self.sla_ms, "headers": sorted(self.headers)}
+                "seed": self.seed, "sla_ms": self.sla_ms, "headers": sorted(self.headers),
+                "target_cmd": self.target_cmd,
+                "deployment": str(self.deployment) if self.deployment else None}
 
 
 @dataclass
@@ -186,15 +200,29 @@ def run_load(config: LoadConfig) -> LoadResult:
     report_dir = config.report_dir or default_report_dir(config.seed)
     _fresh_report_dir(report_dir)
     log_path = report_dir / "locust.log"
-    with _served(config.target) as url:
-        probe(http_target(url, config.headers, LoadClock(), **config.tls()))
+    deadline = Deadline("load", config.max_run_s or START_MARGIN_S + timeout_s(config))
+    deadline.enter("start")
+    with _served(config) as (url, chaos_url):
+        probe(bounded(http_target(url, config.headers, LoadClock(), **config.tls()), deadline))
         settings = LoadSettings(seed=config.seed, sla_ms=config.sla_ms, faults=config.faults,
-                                policy=policy_path, report_dir=report_dir,
+                                policy=policy_path, report_dir=report_dir, chaos_url=chaos_url,
+                                duration_s=config.duration_s,
                                 headers=dict(config.headers), **config.tls(),
                                 replay=shlex.join(config.replay_argv()),
                                 config=config.to_dict())
-        returncode = _run_locust(locust_argv(config, url), settings.to_env(), log_path,
-                                 timeout_s=timeout_s(config))
+        deadline.enter("locust")  # the load, then the convergence phase and the check, in locust
+        try:
+            returncode = _run_locust(locust_argv(config, url), settings.to_env(), log_path,
+                                     timeout_s=deadline.remaining_s())
+        except _TimedOut:
+            try:
+                deadline.check()
+            except DeadlineExceeded as exc:
+                exc.saved = str(log_path)
+                raise
+            raise HarnessError(f"the load test did not finish in time and was killed; see "
+                               f"{log_path}") from None
+    deadline.enter("report")
     report = _read_verdict(report_dir, log_path)
     code = exit_code(report["verdict"] == "pass")
     if returncode != code:
@@ -255,24 +283,55 @@ def _fresh_report_dir(report_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _served(target: str | None) -> Iterator[str]:
-    """The target's URL; without one, the reference service on a free port for the test."""
+def _served(config: LoadConfig) -> Iterator[tuple[str, str | None]]:
+    """The target's URL, and where its chaos routes are answered when a deployment carries out
+    faults (None: the target's own chaos API). Without a target, the reference service on a
+    free port for the test; with --target-cmd or --deployment, the deployment, started here and
+    stopped at the end whatever happens, its faults answered by a ChaosServer for the master."""
+    target = config.target
+    if config.target_cmd is not None or config.deployment is not None:
+        with _deployed(config) as served:
+            yield served
+        return
     if target is not None:
         http_target(target, {}, LoadClock())  # a malformed URL is a UsageError before anything
-        yield target
+        yield target, None
         return
     from .service import process
 
     with tempfile.TemporaryDirectory(prefix="limit-load-") as workdir:
         served = process.spawn(Path(workdir), "--ledger", SERVED_LEDGER)
         try:
-            yield served.url
+            yield served.url, None
         finally:
             served.stop()
 
 
+@contextlib.contextmanager
+def _deployed(config: LoadConfig) -> Iterator[tuple[str, str]]:
+    from .deployment import open_run_target
+    from .faults.routing import ChaosServer
+
+    routed = open_run_target(config.target, target_cmd=config.target_cmd,
+                             deployment=config.deployment, seed=config.seed,
+                             pool_size=2, http=http_options(config.headers, **config.tls()))
+    try:
+        server = ChaosServer(routed)
+        try:
+            yield routed.owner.url or str(config.target), server.url
+        finally:
+            server.stop()
+    finally:
+        routed.close()  # stops the deployment
+
+
+class _TimedOut(Exception):
+    """Locust ran past the time it was given and was killed."""
+
+
 def _run_locust(argv: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> int:
-    """Run locust to its end; kill its whole process group (master and workers) on timeout."""
+    """Run locust to its end; kill its whole process group (master and workers) on timeout
+    (_TimedOut)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, **env,
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
@@ -284,8 +343,7 @@ def _run_locust(argv: list[str], env: dict[str, str], log_path: Path, timeout_s:
             return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise HarnessError(f"the load test did not finish within {timeout_s:.0f} s and was "
-                               f"killed; see {log_path}") from None
+            raise _TimedOut() from None
         except BaseException:
             _kill_group(proc)
             raise
@@ -338,6 +396,8 @@ class LoadSettings:
     think_ms: tuple[int, int] | None = None
     replay: str | None = None
     config: dict | None = None
+    chaos_url: str | None = None  # the chaos routes, when a deployment carries out faults
+    duration_s: float | None = None  # None: by hand, a length the nemesis assumes
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_SEED: str(self.seed), ENV_SLA_MS: str(self.sla_ms), ENV_FAULTS: self.faults,
@@ -349,7 +409,9 @@ class LoadSettings:
                     ENV_CA_BUNDLE: str(self.ca_bundle) if self.ca_bundle else None,
                     ENV_THINK_MS: ",".join(map(str, self.think_ms)) if self.think_ms else None,
                     ENV_REPLAY: self.replay,
-                    ENV_CONFIG: orjson.dumps(self.config).decode() if self.config else None}
+                    ENV_CONFIG: orjson.dumps(self.config).decode() if self.config else None,
+                    ENV_CHAOS_URL: self.chaos_url,
+                    ENV_DURATION_S: None if self.duration_s is None else str(self.duration_s)}
         env.update({k: v for k, v in optional.items() if v is not None})
         return env
 
@@ -366,7 +428,9 @@ class LoadSettings:
                        record=env.get(ENV_RECORD, "1") != "0",
                        think_ms=_think_of(env.get(ENV_THINK_MS)),
                        replay=env.get(ENV_REPLAY) or None,
-                       config=orjson.loads(env[ENV_CONFIG]) if env.get(ENV_CONFIG) else None)
+                       config=orjson.loads(env[ENV_CONFIG]) if env.get(ENV_CONFIG) else None,
+                       chaos_url=env.get(ENV_CHAOS_URL) or None,
+                       duration_s=float(env[ENV_DURATION_S]) if env.get(ENV_DURATION_S) else None)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"bad LIMIT_* environment variable ({type(exc).__name__}); check "
                              f"{ENV_SEED}, {ENV_SLA_MS}, {ENV_THINK_MS}, {ENV_CONFIG}") from None
@@ -673,6 +737,11 @@ class LoadRun:
         self.policy = gate.load_policy(settings.policy)
         self.target = http_target(host, settings.headers, self.clock, ca_bundle=settings.ca_bundle,
                                   insecure=settings.insecure, timeout_s=settings.timeout_s)
+        if settings.chaos_url:  # a deployment's providers, held by the harness that started it
+            from .faults.routing import ChaosElsewhere
+
+            chaos = http_target(settings.chaos_url, {}, self.clock, timeout_s=CHAOS_TIMEOUT_S)
+            self.target = ChaosElsewhere(self.target, chaos)
         supported = probe(self.target)
         profile = load_profile(settings.faults).restricted_to(supported)
         self.history = new_history(self.target.name, False, settings.sla_ms, seed=settings.seed,
@@ -683,7 +752,9 @@ class LoadRun:
         self.recorder = Recorder(self.target, self.history, self.ledger_after_seq)
         self.recorder.phase("setup")   # each user opens its accounts as it starts
         self.recorder.phase("safety")
-        self.nemesis = Nemesis(profile, dice(settings.seed, 2), self.clock.now_ms())
+        self.nemesis = Nemesis(profile, dice(settings.seed, 2), self.clock.now_ms(),
+                               length_ms=None if settings.duration_s is None else
+                               int(settings.duration_s * 1000))
         self.collector = Collector(self.run_id, self.origin_ms)
         self.stopping = False  # set when the test stops: the nemesis makes no further move
 

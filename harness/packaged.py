@@ -49,3 +49,5 @@ def read_toml(path: Path | Traversable, what: str) -> dict:
                          f"{exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{what} {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of `[[[...]]]`
+        raise UsageError(f"{what} {path}: values nested too deeply to read") from None

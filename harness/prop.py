@@ -26,6 +26,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
+from .deadline import Deadline, DeadlineExceeded, OutOfTime, bounded
 from .errors import UsageError
 from .findings import Finding, FindingsError
 from .progress import Progress
@@ -36,6 +37,13 @@ from .reports import write_file
 from .targets import open_target
 
 _STEP = re.compile(r"^(?:[\w, ]+ = )?state\.(\w+)\(")
+# The search's wall-clock bound without --max-run-s (seconds): a base, then per program (as
+# many again for shrinking) its steps and its convergence phase, at rates far below what a
+# healthy target needs (200 embedded programs of 30 steps take about 6 s).
+MAX_RUN_BASE_S = 120.0
+SHRINK_FACTOR = 2
+STEP_S = {True: 0.02, False: 0.2}  # embedded, HTTP
+PROGRAM_S = {True: 0.1, False: 1.0}  # plus the service level, for HTTP
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,28 @@ class PropConfig:
     report_dir: Path | None = None
     bugs: tuple[str, ...] = ()
     http: HttpOptions = HttpOptions()
+    max_run_s: float | None = None  # None: default_max_run_s
+    target_cmd: str | None = None  # --target-cmd: the service, started once for the search
+    deployment: str | None = None  # --deployment FILE (docs/deployments.md)
+
+    @property
+    def embedded(self) -> bool:
+        return (self.target in (None, "embedded") and self.target_cmd is None
+                and self.deployment is None)
 
     def replay_argv(self) -> list[str]:
         argv = ["limit-harness", "prop", "--seed", str(self.seed), "--examples",
                 str(self.examples), "--steps", str(self.steps), "--sla-ms", str(self.sla_ms)]
+        if self.max_run_s is not None:
+            argv += ["--max-run-s", f"{self.max_run_s:g}"]
         if self.target:
-            argv += ["--target", self.target, *self.http.argv()]
+            argv += ["--target", self.target]
+        if self.target_cmd:
+            argv += ["--target-cmd", self.target_cmd]
+        if self.deployment:
+            argv += ["--deployment", self.deployment]
+        if not self.embedded:
+            argv += self.http.argv()
         for bug in self.bugs:
             argv += ["--bug", bug]
         return argv
@@ -80,13 +104,45 @@ class PropResult:
                    if (m := _STEP.match(line)) and m.group(1) != "teardown")
 
 
+def default_max_run_s(config: PropConfig) -> float:
+    embedded = config.embedded
+    program_s = PROGRAM_S[embedded] + (0 if embedded else config.sla_ms / 1000)
+    return MAX_RUN_BASE_S + config.examples * SHRINK_FACTOR * (
+        config.steps * STEP_S[embedded] + program_s)
+
+
 def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
-    """Run the machine against the configured target; never writes to disk."""
+    """Run the machine against the configured target; never writes to disk. Past its bound
+    (--max-run-s) the search is cut short: DeadlineExceeded, naming the phase (search or
+    shrinking), since a half-shrunk program cannot be had from hypothesis. With --target-cmd
+    or --deployment the deployment is started once for the whole search, every program's
+    target has its faults routed to the deployment's providers, and it is stopped at the end."""
+    if config.target_cmd is None and config.deployment is None:
+        return _search(config, progress)
+    from .deployment import deployment_for
+    from .faults.routing import RoutedTarget
+
+    catalogue.require_embedded("a deployment", config.bugs)
+    started = deployment_for(config.target, config.target_cmd, config.deployment)
+    started.start(seed=config.seed)
+    try:
+        url, routes = started.url or str(config.target), started.routed()
+        return _search(config, progress, url, lambda: RoutedTarget(
+            open_target(url, http=config.http), routes, chaos_api=started.chaos_api))
+    finally:
+        started.stop()
+
+
+def _search(config: PropConfig, progress: Progress | None, url: str | None = None,
+            factory=None) -> PropResult:
     catalogue.check(config.bugs)
-    catalogue.require_embedded(config.target, config.bugs)
+    catalogue.require_embedded(url or config.target, config.bugs)
+    deadline = Deadline("prop", config.max_run_s or default_max_run_s(config))
+    deadline.enter("search")
     bugs = tuple(dict.fromkeys(config.bugs))  # the order given, as the replay command says
-    embedded = config.target in (None, "embedded")
-    factory = None if embedded else (lambda: open_target(config.target, http=config.http))
+    embedded = config.embedded
+    if factory is None and not embedded:
+        factory = lambda: open_target(config.target, http=config.http)  # noqa: E731
     machine = machine_for(
         factory, sla_ms=config.sla_ms, bugs=bugs,
         max_examples=config.examples, stateful_step_count=config.steps,
@@ -95,11 +151,16 @@ def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
         report_multiple_bugs=False,   # one failure, shrunk, is what the user reads
         print_blob=False)
     stats: MachineStats = machine.stats
+    # Every program's target checks the bound; it escapes hypothesis as OutOfTime, which is no
+    # failure to shrink.
+    unbounded = machine.target_factory
+    machine.target_factory = staticmethod(lambda: bounded(unbounded(), deadline, escape=True))
+    stats.on_program = _phase_hook(deadline, None if progress is None else
+                                   _progress_hook(progress, config.examples))
     if progress is not None:
-        stats.on_program = _progress_hook(progress, config.examples)
         progress.phase("search", total=config.examples)
     target_name = ("embedded" + (f" (bugs: {', '.join(bugs)})" if bugs else "")) if embedded \
-        else str(config.target)
+        else str(url or config.target)
     started = time.monotonic()
     result = PropResult(config, target_name, failed=False)
     reported: list[str] = []
@@ -111,7 +172,11 @@ def search(config: PropConfig, progress: Progress | None = None) -> PropResult:
             with with_reporter(reported.append):
                 run_state_machine_as_test(hypothesis_seed(config.seed)(machine),
                                           settings=machine.TestCase.settings)
+        except OutOfTime:
+            raise _cut_short(deadline, stats) from None
         except Exception as exc:  # noqa: BLE001 - only findings are ours to report; see below
+            if deadline.cut is not None:  # hypothesis reports an interrupted shrink its own way
+                raise _cut_short(deadline, stats) from None
             found = _findings_error(exc)
             if found is None:
                 raise  # a harness error (exit 2) or a bug in the harness: not a finding
@@ -181,6 +246,27 @@ def _program(exc: BaseException) -> list[str]:
                     break
             return out
     return []
+
+
+def _cut_short(deadline: Deadline, stats: MachineStats) -> DeadlineExceeded:
+    error = deadline.cut
+    assert error is not None
+    error.note = (f"{stats.finished} programs run" if stats.examples_to_failure is None
+                  else f"a failure was found after {stats.examples_to_failure} examples and "
+                       f"not yet shrunk; give it more time to see it")
+    return error
+
+
+def _phase_hook(deadline: Deadline, then):
+    """After each program: the shrinking phase once a failure was found; then `then`."""
+    def on_program(stats: MachineStats) -> None:
+        try:
+            deadline.enter("search" if stats.first_failure_s is None else "shrinking")
+        except DeadlineExceeded as exc:
+            raise OutOfTime(exc) from None
+        if then is not None:
+            then(stats)
+    return on_program
 
 
 def _progress_hook(progress: Progress, examples: int):

@@ -9,6 +9,8 @@ Options
     --limit-sla-ms MS    the service level the display must converge within (default 1000)
     --limit-header 'NAME: VALUE'  a header for every request (repeatable; VALUE may be $VAR)
     --limit-ca-bundle FILE, --limit-insecure, --limit-timeout-s S   TLS trust and timeout
+    --limit-max-run-s S  wall-clock bound on each test that uses `limit_target` (default 300):
+                         past it, the test fails with one line naming the phase
 
 Fixtures
     limit_target    a fresh target per test (embedded: seeded from the test's node id)
@@ -44,6 +46,7 @@ import pytest
 HARNESS = 0
 
 DEFAULT_SLA_MS = 1000
+DEFAULT_MAX_RUN_S = 300.0
 _SUPPORTED = pytest.StashKey[list]()
 
 
@@ -54,6 +57,16 @@ def _positive_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of milliseconds") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _positive_s(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
     return value
 
 
@@ -75,6 +88,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="do not verify the service's TLS certificate")
     group.addoption("--limit-timeout-s", dest="limit_timeout_s", type=float, default=None,
                     metavar="S", help="seconds to wait for each answer (default 5)")
+    group.addoption("--limit-max-run-s", dest="limit_max_run_s", type=_positive_s,
+                    default=DEFAULT_MAX_RUN_S, metavar="S",
+                    help=f"wall-clock bound on each test using the target; past it the test "
+                         f"fails, naming the phase (default {DEFAULT_MAX_RUN_S:g})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -89,12 +106,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # -- fixtures -------------------------------------------------------------------------------------
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A test cut short by --limit-max-run-s fails with its one line, not a traceback."""
+    try:
+        return (yield)
+    except Exception as exc:
+        if type(exc).__name__ != "DeadlineExceeded" or type(exc).__module__ != "harness.deadline":
+            raise
+        cut_short = str(exc)
+    pytest.fail(cut_short, pytrace=False)  # outside the handler: no "during handling" chain
+
+
 @pytest.fixture
 def limit_target(request: pytest.FixtureRequest):
     """A fresh target for this test: the embedded reference service (seeded from the test's
-    node id, with the bugs of its `limit_bug` markers) or the --limit-target service, probed."""
+    node id, with the bugs of its `limit_bug` markers) or the --limit-target service, probed.
+    Every request it sends checks the test's wall-clock bound (--limit-max-run-s)."""
     from pathlib import Path
 
+    from harness.deadline import Deadline, bounded
     from harness.errors import HarnessError
     from harness.http_options import TIMEOUT_S_DEFAULT, HttpOptions
     from harness.service import bugs as catalogue
@@ -114,8 +145,11 @@ def limit_target(request: pytest.FixtureRequest):
                                  option("limit_insecure"),
                                  option("limit_timeout_s") or TIMEOUT_S_DEFAULT)
         # A stable seed per test: the same test meets the same fault dice on every run.
-        target = open_target(spec, seed=zlib.crc32(request.node.nodeid.encode()), bugs=bugs,
-                             http=http)
+        deadline = Deadline("test", request.config.getoption("limit_max_run_s"),
+                            option="--limit-max-run-s")
+        deadline.enter("setup")
+        target = bounded(open_target(spec, seed=zlib.crc32(request.node.nodeid.encode()),
+                                     bugs=bugs, http=http), deadline)
     except HarnessError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
@@ -129,6 +163,7 @@ def limit_target(request: pytest.FixtureRequest):
             if missing or not supported:
                 pytest.skip(f"target {target.name} does not support fault "
                             f"{', '.join(missing) or 'injection'}")
+        deadline.enter("body")
         yield target
     finally:
         target.close()
@@ -230,8 +265,11 @@ def reconcile(limit_recorder, request: pytest.FixtureRequest):
 
     sla_ms = request.config.getoption("limit_sla_ms")
 
+    deadline = getattr(limit_recorder.target, "deadline", None)
+
     def reconcile_now(fail: bool = True):
-        _, verdict = converge_and_check(limit_recorder, sla_ms)
+        _, verdict = converge_and_check(limit_recorder, sla_ms, on_phase=None if deadline is None
+                                        else deadline.enter)
         bad = failing(verdict.findings)
         request.node.user_properties.append(("limit_findings", len(verdict.findings)))
         if fail and bad:

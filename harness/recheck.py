@@ -15,11 +15,17 @@ import orjson
 
 from . import checkers, gate
 from .analysis import CheckConfig
+from .deadline import Deadline
 from .errors import UsageError
 from .history import History
 from .reports import document, write_reports
 
 LEDGER_BYTES_MAX = 4 * 1024**3  # a bound on what one file may make us read
+# Without --max-run-s, each phase's bound (seconds): a base, plus the history's operations at a
+# rate 20 times below what the checkers do (40,000/s), like `run`'s check and report phases.
+PHASE_BASE_S = 60.0
+CHECK_OPS_PER_S_MIN = 2_000
+READ_BYTES_PER_S_MIN = 20 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class RecheckConfig:
     sla_ms: int | None = None  # default: the service level the run recorded
     policy: Path | None = None
     report_dir: Path | None = None
+    max_run_s: float | None = None  # None: each phase bounded by its own derived bound
 
 
 @dataclass
@@ -44,14 +51,24 @@ class RecheckResult:
 
 
 def recheck(config: RecheckConfig) -> RecheckResult:
+    """Judge the stored run; writes its reports. Cut short (DeadlineExceeded) before writing
+    anything when a phase runs past its bound: a stored run has nothing new to keep."""
     policy = gate.load_policy(config.policy)  # a bad policy fails before any work
     started_s = time.time()
+    deadline = Deadline("check", config.max_run_s)
+
+    def enter(phase: str, work: float) -> None:
+        deadline.enter(phase, None if config.max_run_s else PHASE_BASE_S + work)
+
+    enter("load", _size(config.history) / READ_BYTES_PER_S_MIN)
     history = load_history(config.history)
     ledger = load_ledger(config.ledger)
     sla_ms = config.sla_ms or history.meta.get("sla_ms")
     if type(sla_ms) is not int or sla_ms <= 0:
         raise UsageError(f"{config.history} records no service level; pass --sla-ms MS")
+    enter("check", len(history) / CHECK_OPS_PER_S_MIN)
     verdict = checkers.check(history, ledger, CheckConfig(sla_ms=sla_ms))
+    enter("report", len(history) / CHECK_OPS_PER_S_MIN)
     stamp = dt.datetime.fromtimestamp(started_s, dt.timezone.utc)
     argv = ["limit-harness", "check", str(config.history), str(config.ledger),
             "--sla-ms", str(sla_ms)] + (["--policy", str(config.policy)] if config.policy else [])
@@ -65,16 +82,32 @@ def recheck(config: RecheckConfig) -> RecheckResult:
         stats=verdict.stats, findings=verdict.findings, replay=shlex.join(argv), policy=policy,
         history_sha256=document.history_digest(history))
     report_dir = config.report_dir or Path.cwd() / "reports" / report["run_id"]
+    deadline.check()
     write_reports(report, history, report_dir)
     return RecheckResult(config, history, report, report_dir)
 
 
 def load_history(path: Path) -> History:
+    """A stored history, whole: one cut short by its bounds is refused (its operations in
+    flight have no answer, so judging it would report on a run that never ended)."""
     try:
         data = _read(path, "history")
-        return History.loads(data)
+        history = History.loads(data)
     except ValueError as exc:
         raise UsageError(f"history {path}: {_one_line(exc)}") from None
+    incomplete = history.meta.get("incomplete")
+    if incomplete is not None:
+        phase = incomplete.get("phase") if isinstance(incomplete, dict) else None
+        raise UsageError(f"history {path} is of a run cut short (in its {phase} phase) and "
+                         f"cannot be judged as a whole run; run it again")
+    return history
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # the read says why, in its own words
 
 
 def load_ledger(path: Path) -> list:

@@ -8,6 +8,7 @@ output, not only of what the harness itself put there.
 
 from __future__ import annotations
 
+import re
 import threading
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -16,6 +17,10 @@ SECRET_CHARS_MIN = 4  # shorter values would redact ordinary words; they protect
 
 _known: set[str] = set()
 _lock = threading.Lock()
+# For a URL too broken to parse (`http://u:pw@[::1`): the password of its user part, and the
+# value of a `password=` parameter; their ends are where a parser would end them.
+_USER_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)([^/?#]*)(@)")
+_QUERY_PASSWORD = re.compile(r"([?&;]password=)([^&#;]*)", re.IGNORECASE)
 
 
 def register(value: str) -> str:
@@ -51,7 +56,7 @@ def url_shown(url: str) -> str:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        return url
+        return _shown_unparsed(url)
     netloc = parts.netloc
     if password:
         register(unquote(password))
@@ -64,3 +69,15 @@ def url_shown(url: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="<>/"),
                            parts.fragment))
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _shown_unparsed(url: str) -> str:
+    """`url_shown` for a URL urllib cannot parse: a broken URL's password is still a password,
+    and its error line must not show it."""
+    def hidden(match: re.Match) -> str:
+        if match.group(2):
+            register(unquote(match.group(2)))
+            register(match.group(2))
+        return f"{match.group(1)}{REDACTED}{match.group(3) if match.re is _USER_PASSWORD else ''}"
+    url = _USER_PASSWORD.sub(hidden, url, count=1)
+    return _QUERY_PASSWORD.sub(hidden, url)

@@ -37,6 +37,7 @@ from .findings import Finding, FindingsError, raise_for_findings
 from .history import new_history
 from .service import bugs as catalogue
 from .targets import Target, open_target, probe
+from .workload import RACES, committed_seq
 
 __all__ = ["LimitMachine", "MachineStats", "machine_for", "machine_settings"]
 
@@ -285,9 +286,8 @@ class LimitMachine(RuleBasedStateMachine):
         return self._set_status(account, status)
 
     def _set_status(self, account: str, status: str) -> Sent:
-        return self._write("status", account, {"status": status,
-                                               "reason": STATUS_REASONS[status],
-                                               "request_id": self._request_id()})
+        kind, body = self._status_write(status)
+        return self._write(kind, account, body)
 
     @rule(target=requests, account=accounts, story=strategies.persona_stories())
     def act_out_persona_story(self, account, story):
@@ -311,6 +311,56 @@ class LimitMachine(RuleBasedStateMachine):
                 state = self.model.get(account, oracle.State(0, 0, "active"))
                 sent.append(self._write(step.f, account, step.request(state, self._request_id())))
         return multiple(*sent)
+
+    @rule(target=requests, account=accounts, race=st.sampled_from(RACES), data=st.data())
+    def send_two_at_once(self, account, race, data):
+        # Two requests for one account at once (workload.RACES tells the stories). On a
+        # simulated target hypothesis also picks how they interleave over the service's await
+        # points, so a race shrinks like any other step; a real target interleaves as it will.
+        state = self.model.get(account, oracle.State(0, 0, "active"))
+        first, second = self._race_writes(race, state, data)
+        ops = [self.recorder.invoke_write(CLIENT, first[0], account, first[1])]
+        retry_of = ops[0].index if race == "retry_in_flight" else None
+        ops.append(self.recorder.invoke_write(CLIENT, second[0], account, second[1], retry_of))
+        choose = None
+        if self.target.simulated:
+            def choose(n: int) -> int:
+                return data.draw(st.integers(0, n - 1), label="which runs next")
+        self.recorder.send_at_once(ops, choose)
+        # Acknowledged writes are believed in the order they committed (their seq).
+        for op in sorted(ops, key=lambda op: committed_seq(op.response)):
+            if op.outcome == "ok" and op.retry_of is None:
+                self._believe(op.f, account, op.request)
+        self._done()
+        return multiple(*(Sent(op.f, account, op.request, op.index) for op in ops
+                          if op.retry_of is None))
+
+    def _race_writes(self, race: str, state: oracle.State, data) -> tuple[tuple, tuple]:
+        """(f, body) of the two writes of a race, aimed at the edges like single writes."""
+        headroom = max(0, state.credit_line - state.outstanding)
+        owed = max(0, state.outstanding)
+        if race == "double_tap":
+            amount = data.draw(strategies.amounts(available=headroom), label="amount")
+            return (("draw", {"amount": amount, "request_id": self._request_id()}),
+                    ("draw", {"amount": amount, "request_id": self._request_id()}))
+        if race == "retry_in_flight":
+            body = {"amount": data.draw(strategies.amounts(available=headroom), label="amount"),
+                    "request_id": self._request_id()}
+            return ("draw", body), ("draw", dict(body))
+        if race == "back_office":
+            return (("repay", {"amount": max(1, owed), "request_id": self._request_id()}),
+                    self._status_write("overdue"))
+        if owed > 1:  # two devices repay the balance in two parts
+            part = data.draw(st.integers(1, owed - 1), label="part")
+            return (("repay", {"amount": part, "request_id": self._request_id()}),
+                    ("repay", {"amount": owed - part, "request_id": self._request_id()}))
+        amount = data.draw(strategies.amounts(available=headroom), label="amount")
+        return (("draw", {"amount": amount, "request_id": self._request_id()}),
+                ("repay", {"amount": max(1, owed), "request_id": self._request_id()}))
+
+    def _status_write(self, status: str) -> tuple[str, dict]:
+        return "status", {"status": status, "reason": STATUS_REASONS[status],
+                          "request_id": self._request_id()}
 
     @rule(request=requests)
     def retry(self, request):

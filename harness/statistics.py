@@ -3,8 +3,11 @@ judge nothing (the gate may bound some of them): display lag, availability, cove
 
 from __future__ import annotations
 
+import bisect
 import operator
+from typing import Any, Callable
 
+from . import effects, nemesis, symptoms
 from .analysis import Analysis, CheckConfig
 from .findings import SEVERITIES, Finding
 from .history import FaultIndex, History
@@ -16,8 +19,9 @@ NOT_WORKLOAD_FS = ("phase", "fault_add", "fault_remove")
 
 def statistics(a: Analysis) -> dict:
     """`ops` {f: {outcome: n}}, `accounts`, `ledger_entries`, `availability`, `coverage`
-    {f: {fault kind: n}}, `coverage_outcomes`, `fault_windows`; `lag_statistics` adds the
-    display lag and `finding_counts` the findings' counts."""
+    {f: {fault kind: n}}, `coverage_outcomes`, `fault_windows`, `symptoms` (what users waited
+    for each write to show: `symptoms.symptom_statistics`); `lag_statistics` adds the display
+    lag and `finding_counts` the findings' counts."""
     ops: dict[str, dict[str, int]] = {}
     for op in a.history.ops:
         counts = ops.setdefault(op.f, {})
@@ -26,18 +30,38 @@ def statistics(a: Analysis) -> dict:
     accounts = set(a.touched)
     accounts.update(e["account_id"] for e in a.ledger
                     if isinstance(e, dict) and type(e.get("account_id")) is str)
-    outcomes = coverage_outcomes(a.history, a.faults)
+    outcomes = costly(a, "coverage_outcomes")
     return {
         "ops": ops,
         "accounts": len(accounts),
         "ledger_entries": len(a.ledger),
-        "availability": availability(a.history, a.faults),
+        "availability": costly(a, "availability"),
         "coverage": coverage_totals(outcomes),
         "coverage_outcomes": outcomes,
         # So a report drawn without its history still shows when each fault acted.
         "fault_windows": [{"kind": w.kind, "label": w.describe(), "start_ms": w.start_ms,
                            "end_ms": w.end_ms} for w in a.windows],
+        "symptoms": costly(a, "symptoms"),
+        "fault_coverage": costly(a, "fault_coverage"),
+        # Whether each injection was seen to act (harness/effects.py).
+        "fault_effects": costly(a, "fault_effects"),
     }
+
+
+# The statistics that cost the most: each is computed once per analysis (`Analysis.memo`), so
+# another process may compute it and hand it over (`checkers.check` does, while this one checks).
+COSTLY: dict[str, Callable[[Analysis], Any]] = {
+    "symptoms": lambda a: symptoms.symptom_statistics(a),  # late: symptoms imports this module
+    "fault_effects": lambda a: effects.fault_effects(a.history),
+    "coverage_outcomes": lambda a: coverage_outcomes(a.history, a.faults),
+    "availability": lambda a: availability(a.history, a.faults),
+    "fault_coverage": lambda a: fault_coverage(a.history, a.windows, a.config.sla_ms),
+}
+
+
+def costly(a: Analysis, key: str) -> Any:
+    """`COSTLY[key](a)`, once per analysis."""
+    return a.memo(key, lambda: COSTLY[key](a))
 
 
 def lag_statistics(lag_records: list[dict], config: CheckConfig) -> dict:
@@ -174,3 +198,74 @@ def coverage_totals(outcomes: dict) -> dict:
     return {f: {kind: sum(by_outcome.values()) for kind, by_outcome in kinds.items()}
             for f, kinds in outcomes.items()}
 
+
+def fault_coverage(history: History, windows: list, sla_ms: int) -> dict:
+    """What the nemesis exercised against what it planned (`nemesis.Plan.summary`, in the
+    history's meta; None for a history without one): `variants` {label: kind, class, injected,
+    ops {f: n} invoked while it was on}, the kinds that acted `alone` and `overlapping` another
+    kind, and what was planned but never happened: `missing` (kinds and classes never injected:
+    what the gate's `coverage_required` judges) and `missing_combinations` (alone or overlapping).
+    A reset acts at once: the operations counted under it are those in the `sla_ms` after it,
+    while the display must rebuild."""
+    plan = history.meta.get("nemesis")
+    planned = plan if isinstance(plan, dict) and isinstance(plan.get("kinds"), dict) else None
+    end_ms = max((max(op.invoke_ms, op.complete_ms or 0) for op in history.ops), default=0)
+    mine = [w for w in nemesis.windows_of(windows, end_ms) if w.acknowledged]
+    done = nemesis.covered(nemesis.windows_of(windows, end_ms))
+    under = _ops_under(history, mine, sla_ms)
+    variants = {}
+    for w in mine:
+        label = w.variant.label
+        variants.setdefault(label, {"kind": w.kind, "class": w.variant.cls,
+                                    "injected": done["variants"].get(label, 0),
+                                    "ops": under.get(label, {})})
+    missing: list[str] = []
+    combinations: list[str] = []
+    if planned is not None:
+        for kind, classes in planned["kinds"].items():
+            classes = classes if isinstance(classes, list) else []  # a history from elsewhere
+            labels = [nemesis.Variant(kind, str(c)).label for c in classes] or [kind]
+            missing += [label for label in labels if label not in done["variants"]]
+        combinations += [f"{k} alone" for k in _names(planned.get("alone"))
+                         if k not in done["alone"]]
+        combinations += [f"{k} overlapping another kind" for k in _names(planned.get("overlapping"))
+                         if k not in done["overlapping"]]
+    return {"planned": planned, "variants": dict(sorted(variants.items())),
+            "alone": done["alone"], "overlapping": done["overlapping"], "missing": missing,
+            "missing_combinations": combinations}
+
+
+def _names(value) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _ops_under(history: History, windows: list, sla_ms: int) -> dict[str, dict[str, int]]:
+    """{variant label: {f: workload ops invoked while it was on}}, each op counted once per
+    variant however many of its windows overlapped."""
+    invoked: dict[str, list[int]] = {}
+    for op in history.ops:
+        if op.f not in NOT_WORKLOAD_FS:
+            invoked.setdefault(op.f, []).append(op.invoke_ms)
+    for times in invoked.values():
+        times.sort()
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for w in windows:
+        end_ms = w.end_ms if nemesis.is_lasting(w.kind) else w.start_ms + sla_ms
+        spans.setdefault(w.variant.label, []).append((w.start_ms, end_ms))
+    out: dict[str, dict[str, int]] = {}
+    for label, pieces in spans.items():
+        merged = _merged(pieces)
+        out[label] = {f: n for f, times in sorted(invoked.items())
+                      if (n := sum(bisect.bisect_right(times, hi) - bisect.bisect_left(times, lo)
+                                   for lo, hi in merged))}
+    return out
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out

@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -24,6 +25,8 @@ from .http_options import HttpOptions
 from .secrets import redact, url_shown
 
 WAIT_STEPS_MAX = 10_000_000  # a bound on the event loop of one simulated wait
+AT_ONCE_MAX = 4  # requests one `request_at_once` sends together
+RELEASE_WAIT_S = 5.0  # how long the threads of one `request_at_once` wait for each other
 READ_CHUNK_BYTES = 64 * 1024
 ANSWER_TIMEOUTS = 3  # a whole answer may take this many --timeout-s (each read has one)
 
@@ -35,12 +38,26 @@ class Reply:
     error: str | None = None  # why there is no usable answer
 
 
+# (method, path, body) of one request that `request_at_once` sends.
+Request = tuple[str, str, Any]
+# Called with a request's position and its reply as soon as it is answered.
+Answered = Callable[[int, Reply], None]
+# Given how many steps could run next, which one does (a simulated interleaving's dice).
+Choose = Callable[[int], int]
+
+
 class Target(Protocol):
     name: str
     simulated: bool
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict | None = None) -> Reply: ...
+
+    def request_at_once(self, requests: list[Request], answered: Answered,
+                        choose: Choose | None = None) -> None:
+        """Send the requests together, as two clients of one user would, and call `answered`
+        with each reply as it comes. `choose` picks a simulated target's interleaving."""
+        ...
 
     def now_ms(self) -> int: ...
 
@@ -73,6 +90,40 @@ class EmbeddedTarget:
         self.service.advance(self.clock.now_ms())
         status, answer = self.service.call(method, path, body, query)
         return Reply(status, answer)
+
+    def request_at_once(self, requests: list[Request], answered: Answered,
+                        choose: Choose | None = None) -> None:
+        """The scheduler of a simulated race: each step either starts a request (it runs to its
+        await point, or to its answer) or resumes one that awaits; `choose` picks among the
+        steps that could run (default: the first, so every request starts before any resumes).
+        Simulated time stands still meanwhile, so the history shows them all overlapping."""
+        from .service.core import Awaiting
+
+        assert 0 < len(requests) <= AT_ONCE_MAX
+        service = self.service
+        service.advance(self.clock.now_ms())
+        unstarted = list(range(len(requests)))
+        waiting: dict[int, Awaiting] = {}
+        # Each request starts once and resumes at most once (a write has one await point).
+        for _ in range(2 * len(requests)):
+            steps = len(unstarted) + len(waiting)
+            if not steps:
+                break
+            pick = 0 if choose is None or steps == 1 else choose(steps)
+            assert 0 <= pick < steps, (pick, steps)
+            if pick < len(unstarted):
+                n = unstarted.pop(pick)
+                method, path, body = requests[n]
+                answer = service.start(method, path, body)
+            else:
+                n = sorted(waiting)[pick - len(unstarted)]
+                answer = service.resume(waiting.pop(n))
+                assert type(answer) is not Awaiting, "a write awaits once"
+            if type(answer) is Awaiting:
+                waiting[n] = answer
+            else:
+                answered(n, Reply(*answer))
+        assert not unstarted and not waiting
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -108,7 +159,10 @@ class HttpTarget:
 
     def __init__(self, base_url: str, pool_size: int = 8,
                  http: HttpOptions = HttpOptions()) -> None:
-        parts = urlsplit(base_url)
+        try:
+            parts = urlsplit(base_url)
+        except ValueError as exc:  # `http://host:1[` and the like
+            raise UsageError(f"--target {url_shown(base_url)!r} is not a URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(f"--target {url_shown(base_url)!r} is not an http:// or https:// URL")
         self.base_url = base_url.rstrip("/")
@@ -122,14 +176,21 @@ class HttpTarget:
             {"ca_certs": str(http.ca_bundle)} if http.ca_bundle else {}
         if http.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.connect_s = min(2.0, http.timeout_s)
+        # Twice the callers: each may have a second request on the wire (`request_at_once`),
+        # and one waiting for a connection would not be at once.
         self.pool = urllib3.PoolManager(
-            num_pools=4, maxsize=pool_size, block=True, retries=False,
-            timeout=urllib3.Timeout(connect=min(2.0, http.timeout_s), read=http.timeout_s), **tls)
+            num_pools=4, maxsize=2 * pool_size, block=True, retries=False,
+            timeout=urllib3.Timeout(connect=self.connect_s, read=http.timeout_s), **tls)
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict | None = None) -> Reply:
         data = None if body is None else orjson.dumps(body)
         return self.request_raw(method, path + (f"?{urlencode(query)}" if query else ""), data)
+
+    def request_at_once(self, requests: list[Request], answered: Answered,
+                        choose: Choose | None = None) -> None:
+        at_once(self.request, requests, answered, self.answer_s_max + self.connect_s)
 
     def request_raw(self, method: str, path: str, data: bytes | None) -> Reply:
         """A request whose body is bytes as given (the conformance probe's malformed JSON)."""
@@ -153,13 +214,14 @@ class HttpTarget:
         """The body, read a chunk at a time; or, past the size or time bound, why not (the
         connection is closed then: a service that sends forever is not read forever)."""
         limit, until_s = self.answer_bytes_max, time.monotonic() + self.answer_s_max
-        chunks, size = [], 0
+        chunks, size, whole = [], 0, False
         try:
             # Each read returns at least one byte or the end, so the size bound bounds the loop;
             # read1, not read: one socket read at a time keeps the time bound checked.
             for _ in range(limit + 2):
                 chunk = response.read1(READ_CHUNK_BYTES)
                 if not chunk:
+                    whole = True
                     return b"".join(chunks)
                 size += len(chunk)
                 if size > limit:
@@ -171,10 +233,11 @@ class HttpTarget:
                 chunks.append(chunk)
             return f"contract: the answer is over {limit:,} bytes (--answer-bytes-max); cut off"
         finally:
-            if size > limit or time.monotonic() > until_s:
-                response.close()  # never back to the pool: the rest would still be coming
-            else:
-                response.release_conn()
+            if not whole:  # cut off, or a read failed: the rest would still be coming
+                response.close()
+            # Back to the pool even when closed (it reconnects): a pool that blocks for a free
+            # connection would otherwise lose one slot per cut-off answer and then hang forever.
+            response.release_conn()
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -213,6 +276,10 @@ class AdapterTarget:
             return Reply(None, None, f"{type(exc).__name__}: {exc}")
         return Reply(status, answer)
 
+    def request_at_once(self, requests: list[Request], answered: Answered,
+                        choose: Choose | None = None) -> None:
+        at_once(self.request, requests, answered, None)
+
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
@@ -226,6 +293,38 @@ class AdapterTarget:
         close = getattr(self.impl, "close", None)
         if callable(close):
             close()
+
+
+def at_once(send: Callable[..., Reply], requests: list[Request], answered: Answered,
+            join_s: float | None) -> None:
+    """Each request from a thread of its own (the first from this one), all released together
+    by a barrier, so they are on the wire at the same moment; `answered` from each thread.
+    `join_s`: how long a send may take at most (None: the sender bounds itself)."""
+    assert 0 < len(requests) <= AT_ONCE_MAX
+    release = threading.Barrier(len(requests))
+    errors: list[BaseException] = []
+
+    def one(n: int) -> None:
+        try:
+            try:
+                release.wait(RELEASE_WAIT_S)
+            except threading.BrokenBarrierError:
+                pass  # a helper started late: send anyway, a little less at once
+            answered(n, send(*requests[n]))
+        except BaseException as exc:  # raised again in the caller: nothing dies silently
+            errors.append(exc)
+
+    helpers = [threading.Thread(target=one, args=(n,), name=f"at-once-{n}", daemon=True)
+               for n in range(1, len(requests))]
+    for helper in helpers:
+        helper.start()
+    one(0)
+    for helper in helpers:
+        helper.join(timeout=None if join_s is None else RELEASE_WAIT_S + join_s)
+        if helper.is_alive():
+            raise TargetError(f"a request sent at once did not end: {helper.name}")
+    if errors:
+        raise errors[0]
 
 
 def open_target(spec: str | None, *, seed: int = 0, bugs=(), pool_size: int = 8,

@@ -3,14 +3,17 @@ what the client learnt of it (acknowledged, rejected, or unknown)."""
 
 from __future__ import annotations
 
+import itertools
+import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, NamedTuple
 
 from . import contract
 from .history import WRITE_FS, History, Op
 from .oracle import VALUE_FIELD
 
 STATUSES = ("acknowledged", "rejected", "unknown")
+_REQUEST_ID = operator.itemgetter("request_id")
 
 
 @dataclass(slots=True)
@@ -33,7 +36,8 @@ class WriteGroup:
         """What `oracle.judge` takes for this write (None for an open, which it never judges)."""
         if self.kind == "open":
             return None
-        return (self.first.request or {}).get(VALUE_FIELD[self.kind])
+        request = self.attempts[0].request
+        return request.get(VALUE_FIELD[self.kind]) if request else None
 
     def last_ms(self) -> int:
         """The last moment any attempt was in flight."""
@@ -93,45 +97,105 @@ def entry_owner(request_id: Any, groups: dict[str, WriteGroup]) -> tuple[WriteGr
     return None, False
 
 
+class EntryOwners(NamedTuple):
+    """`entry_owner` of each entry of a list, as two columns."""
+
+    groups: list[WriteGroup | None]
+    cures: list[bool] | None  # None: no entry is a cure
+
+    def is_cure(self) -> Iterable[bool]:
+        """Whether each entry is a cure, to zip with the entries (endless when none is)."""
+        return self.cures if self.cures is not None else itertools.repeat(False)
+
+    def taken(self, where: list[int]) -> "EntryOwners":
+        """The owners of the entries at these places."""
+        groups = self.groups
+        cures = None if self.cures is None else [self.cures[n] for n in where]
+        return EntryOwners([groups[n] for n in where], cures if cures and any(cures) else None)
+
+
+def entry_owners(entries: list[dict], groups: dict[str, WriteGroup]) -> EntryOwners:
+    """`entry_owner` of each entry's request_id."""
+    request_ids = list(map(_REQUEST_ID, entries))
+    try:
+        # Most entries are their own write's: one lookup each, without the cure rule.
+        found = list(map(groups.get, request_ids))
+    except TypeError:  # an unhashable request_id (a malformed entry): no write made it
+        found = [groups.get(r) if type(r) is str else None for r in request_ids]
+    cures: list[bool] | None = None
+    if not all(found):  # some entry is no write's own (a group is always true, None false)
+        for n, group in enumerate(found):
+            if group is None:
+                owner, is_cure = entry_owner(request_ids[n], groups)
+                if is_cure:
+                    cures = cures or [False] * len(found)
+                    found[n], cures[n] = owner, True
+    return EntryOwners(found, cures)
+
+
 def entry_acks_ms(entries: list[dict], groups: dict[str, WriteGroup],
-                  owners: list[tuple[WriteGroup | None, bool]] | None = None) -> list[int | None]:
+                  owners: EntryOwners | None = None) -> list[int | None]:
     """For each entry (in seq order), a moment by which it was surely committed, or None.
 
     Only an acknowledgement that vouches for this very entry counts: one whose receipt names its
-    seq, or one without a seq when the request made no other entry. A duplicate or a rewrite by
-    a later retry may have been committed long after the first acknowledgement. A cure was
-    committed with its repay. `owners`: each entry's `entry_owner`, when already known."""
+    seq, or one without a seq when the request made no other entry on that account. A duplicate
+    or a rewrite by a later retry may have been committed long after the first acknowledgement.
+    A cure was committed with its repay. `owners`: the entries' `entry_owners`, when already
+    known. The entries may be of many accounts: each account's are judged on their own."""
     if owners is None:
-        owners = [entry_owner(entry["request_id"], groups) for entry in entries]
-    made: dict[str, int] = {}
-    for group, is_cure in owners:
-        if group is not None and not is_cure:
-            made[group.request_id] = made.get(group.request_id, 0) + 1
-    repay_ack_ms: dict[str, int | None] = {}
+        owners = entry_owners(entries, groups)
+    made: dict[tuple, int] | None = None  # entries per account and write, counted when needed
+    repay_ack_ms: dict[tuple, int | None] = {}  # by account and repay
     out: list[int | None] = []
-    for entry, (group, is_cure) in zip(entries, owners):
+    append = out.append
+    for entry, group, is_cure in zip(entries, owners.groups, owners.is_cure()):
         if group is None:
-            out.append(None)
+            append(None)
             continue
         if is_cure:
-            out.append(repay_ack_ms.get(group.request_id))
+            append(repay_ack_ms.get((entry.get("account_id"), group.request_id)))
             continue
-        alone = made[group.request_id] == 1
         attempts = group.attempts
-        if len(attempts) == 1:  # most writes: decided without a generator
+        if len(attempts) == 1:  # most writes: their one attempt, without the loop below
             op = attempts[0]
-            ack_ms = op.complete_ms if op.outcome == "ok" and \
-                _vouches(op.response, entry["seq"], alone) else None
+            ack_ms = op.complete_ms if op.outcome == "ok" else None
+            if ack_ms is not None:
+                response = op.response
+                named = response.get("seq") if isinstance(response, dict) else None
+                if named is None:  # no seq in the receipt: it vouches only for an only entry
+                    if made is None:
+                        made = _entries_made(entries, owners)
+                    if made[(entry.get("account_id"), group.request_id)] != 1:
+                        ack_ms = None
+                elif named != entry["seq"]:
+                    ack_ms = None
         else:
-            ack_ms = min((op.complete_ms for op in attempts
-                          if op.outcome == "ok" and op.complete_ms is not None
-                          and _vouches(op.response, entry["seq"], alone)), default=None)
-        repay_ack_ms[group.request_id] = ack_ms
-        out.append(ack_ms)
+            ack_ms = None
+            for op in attempts:
+                if op.outcome != "ok" or op.complete_ms is None:
+                    continue
+                response = op.response
+                named = response.get("seq") if isinstance(response, dict) else None
+                if named is None:
+                    if made is None:
+                        made = _entries_made(entries, owners)
+                    if made[(entry.get("account_id"), group.request_id)] != 1:
+                        continue
+                elif named != entry["seq"]:
+                    continue
+                if ack_ms is None or op.complete_ms < ack_ms:
+                    ack_ms = op.complete_ms
+        if group.kind == "repay":
+            repay_ack_ms[(entry.get("account_id"), group.request_id)] = ack_ms
+        append(ack_ms)
     assert len(out) == len(entries)
     return out
 
 
-def _vouches(response: Any, seq: int, alone: bool) -> bool:
-    named = response.get("seq") if isinstance(response, dict) else None
-    return named == seq if named is not None else alone
+def _entries_made(entries: list[dict], owners: EntryOwners) -> dict[tuple, int]:
+    made: dict[tuple, int] = {}
+    for entry, group, is_cure in zip(entries, owners.groups, owners.is_cure()):
+        if group is not None and not is_cure:
+            key = (entry.get("account_id"), group.request_id)
+            made[key] = made.get(key, 0) + 1
+    return made

@@ -6,6 +6,7 @@ no fault behind); `start_service` starts private ones, e.g. with `--bug` flags o
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,10 @@ import urllib3
 from harness.service.process import ServeProcess, spawn
 
 START_WAIT_S = 10.0
+# The machine's own services (CI runs them): tests that need one skip without it, saying why,
+# or fail where LIMIT_HARNESS_REQUIRE_SERVICES=1 promises it (a silent skip proves nothing).
+POSTGRES_URL = os.environ.get("LIMIT_HARNESS_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LIMIT_HARNESS_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 class Api:
@@ -112,3 +117,54 @@ def start_service(tmp_path):
     yield start
     codes = {served.url: served.stop() for served in started if served.exit_code is None}
     assert all(code == 0 for code in codes.values()), f"serve exit codes: {codes}"
+
+
+# -- the machine's PostgreSQL and Redis ------------------------------------------------------------
+
+def unavailable(why_not: str):
+    """Skip, saying why; fail instead where LIMIT_HARNESS_REQUIRE_SERVICES=1 (CI)."""
+    if os.environ.get("LIMIT_HARNESS_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"LIMIT_HARNESS_REQUIRE_SERVICES=1 but {why_not}", pytrace=False)
+    pytest.skip(why_not)
+
+
+def _postgres_probe() -> tuple[str | None, str]:
+    try:
+        import psycopg
+    except ImportError as exc:
+        return None, f"psycopg is not installed ({exc})"
+    candidates = [POSTGRES_URL]
+    if "@" not in POSTGRES_URL:  # trust auth: the OS user may have no role; `postgres` has
+        candidates.append(POSTGRES_URL.replace("://", "://postgres@", 1))
+    errors = []
+    for url in candidates:
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return url, ""
+        except psycopg.Error as exc:
+            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
+    return None, "PostgreSQL unreachable: " + "; ".join(errors)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A URL of the machine's PostgreSQL database `test` that connects (trust auth)."""
+    url, why_not = _postgres_probe()
+    if url is None:
+        unavailable(why_not)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The machine's Redis, as `redis://host:port` (add `/DB`: tests pick distinct ones)."""
+    try:
+        import redis
+    except ImportError as exc:
+        unavailable(f"redis-py is not installed ({exc})")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis unreachable at {REDIS_URL}: {exc}")
+    return REDIS_URL.rstrip("/")

@@ -1,7 +1,8 @@
 import json
+import os
 
 from harness import checkers
-from harness.analysis import CheckConfig, HistoryViews
+from harness.analysis import AccountIndex, CheckConfig, HistoryViews, analyse
 from harness.entries import clean_ledger
 from harness.history import FaultIndex, FaultWindow
 from harness.statistics import percentile, thinned
@@ -128,17 +129,102 @@ def test_an_acknowledgement_naming_another_seq_does_not_vouch_for_an_entry():
     assert acks[3:] == [repay.complete_ms, repay.complete_ms]      # the repay and its cure
 
 
+def test_acknowledgements_found_in_one_pass_are_judged_account_by_account():
+    b = Story()
+    b.open("a1", 100_00)
+    b.open("a2", 100_00)
+    draw = b.draw("a1", 10_00, reply={"entry_id": "e3"})  # a receipt that names no seq
+    b.commit("a2", "draw", draw.request["request_id"], amount=10_00)  # the write, also on a2
+    overdue = b.status("a1", "overdue")
+    repay = b.repay("a1", 10_00)
+    a = analyse(b.history, b.ledger, CONFIG)
+    groups = write_groups(b.history)
+    for account in a.accounts.values():
+        assert account.acks_ms == AccountIndex(account.entries, groups).acks_ms
+    # Its only entry on each account, so the receipt vouches for each (on its account's own).
+    assert a.accounts["a1"].acks_ms[1:] == [draw.complete_ms, overdue.complete_ms,
+                                            repay.complete_ms, repay.complete_ms]
+    assert a.accounts["a2"].acks_ms[1] == draw.complete_ms
+    assert entry_acks_ms(b.ledger, groups)[2:4] == [draw.complete_ms, draw.complete_ms]
+
+
 def test_an_account_view_gives_findings_the_same_history_slice_as_the_whole_run():
-    from harness.findings import history_slice
+    from harness.findings import SLICE_OPS_MAX, history_slice
     b = Story()
     b.open("a1", 100_00)
     b.open("a2", 100_00)
     fault = b.fault("pause_sync")
-    for n in range(12):
+    for n in range(40):
         b.draw("a1" if n % 3 else "a2", 1_00)
     b.heal(fault)
     views = HistoryViews(b.history)
-    for until_ms in (3, 10, 20, None):
-        for account_id in ("a1", "a2"):
-            assert (history_slice(views(account_id), account_id, until_ms)
-                    == history_slice(b.history, account_id, until_ms))
+    for until_ms in (0, 3, 10, 20, 10**9, None):
+        for account_id in ("a1", "a2", "a3"):
+            whole = history_slice(b.history, account_id, until_ms)
+            assert history_slice(views(account_id), account_id, until_ms) == whole
+            # Cut to what the slice keeps: the same slice again, from a few ops.
+            cut = views.for_finding(account_id, until_ms)
+            assert history_slice(cut, account_id, until_ms) == whole
+            assert len(cut.ops) <= SLICE_OPS_MAX
+    assert len(history_slice(b.history, "a1", None)) == SLICE_OPS_MAX, \
+        "enough ops for the cut to matter"
+
+
+# -- two processes --------------------------------------------------------------------------------
+
+def _big_buggy_run():
+    from harness.runner import RunConfig, execute
+    return execute(RunConfig(quiet=True, ops=3_000, seed=5, bugs=("no_gap_repair",)))
+
+
+def _child_starts_with(*names):
+    def first(tasks):
+        return [t for t in tasks if t.name in names]
+    return first
+
+
+def test_a_checker_and_the_lag_statistics_run_in_the_child_give_what_one_process_gives(
+        monkeypatch):
+    result = _big_buggy_run()
+    one = checkers.check(result.history, result.ledger)
+    monkeypatch.setattr(checkers, "SPLIT_OPS_MIN", 0)
+    # The child runs display (and the lag statistics with it): its findings and statistics come
+    # back through the pipe, and merge in the order one process gives.
+    monkeypatch.setattr(checkers, "_child_first", _child_starts_with(
+        "display", "statistics:symptoms"))
+    two = checkers.check(result.history, result.ledger)
+    assert any(f.checker == "display" for f in one.findings), "display must have something to say"
+    assert [f.to_dict() for f in two.findings] == [f.to_dict() for f in one.findings]
+    assert json.dumps(two.stats) == json.dumps(one.stats)
+
+
+def test_without_statistics_the_checkers_split_between_processes_as_they_claim_them(monkeypatch):
+    result = _big_buggy_run()
+    one = checkers.check(result.history, result.ledger, with_stats=False)
+    monkeypatch.setattr(checkers, "SPLIT_OPS_MIN", 0)
+    two = checkers.check(result.history, result.ledger, with_stats=False)
+    assert one.findings and one.stats == {} and two.stats == {}
+    assert [f.to_dict() for f in two.findings] == [f.to_dict() for f in one.findings]
+
+
+def test_a_checker_the_dead_child_ran_is_a_checker_error(monkeypatch):
+    result = _big_buggy_run()
+    parent = os.getpid()
+
+    def dies_in_the_child(analysis):
+        if os.getpid() != parent:
+            os._exit(3)
+        return []
+
+    monkeypatch.setattr(checkers, "SPLIT_OPS_MIN", 0)
+    monkeypatch.setattr(checkers, "_child_first", _child_starts_with(
+        "ledger", "statistics:symptoms"))
+    monkeypatch.setitem(checkers.REGISTRY, "ledger", checkers.Checker("ledger", "dies",
+                                                                      dies_in_the_child))
+    verdict = checkers.check(result.history, result.ledger)
+    errors = {f.checker for f in verdict.findings if f.kind == "checker_error"}
+    assert errors == {"ledger"}
+    assert any(f.kind == "display_divergence" for f in verdict.findings), \
+        "the checkers this process claimed still judged"
+    assert verdict.stats["symptoms"] and verdict.stats["lag_ms"], \
+        "the statistics the child never handed over, this process computed"

@@ -380,7 +380,7 @@ def test_the_example_in_the_docs_loads(tmp_path):
     docs = Path(__file__).resolve().parent.parent / "docs" / "deployments.md"
     example = docs.read_text().split("```toml\n", 1)[1].split("```", 1)[0]
     deployment = load_deployment(write(tmp_path, example))
-    assert list(deployment.processes) == ["api", "projector"]
+    assert list(deployment.processes) == ["worker", "api"]
     assert deployment.faults["delay_sync"] == ProxyRoute("redis", "latency",
                                                          {"latency_ms": "delay_ms"})
     assert deployment.faults["maintenance_reset"] == Hook("redis-cli -n 1 FLUSHDB", None, 5.0)

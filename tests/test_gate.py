@@ -26,7 +26,11 @@ def report(*findings: dict, lag_p99_ms: float = 300, lag_max_ms: float = 900,
         "stats": {"lag_ms": {"count": 50, "p50": 40, "p90": 100, "p99": lag_p99_ms,
                              "max": lag_max_ms},
                   "availability": {"reads": 100, "unavailable": round(share * 100),
-                                   "share": share, "longest_ms": longest_ms}},
+                                   "share": share, "longest_ms": longest_ms},
+                  # What users waited for each kind of write to show (tests/test_symptoms.py).
+                  "symptoms": {name: {"count": 40, "never_shown": 0, "p50": 400, "p90": 900,
+                                      "p99": 1_200, "max": 1_500}
+                               for name in ("restore", "limit_shown", "usable", "draw_shown")}},
     }
 
 
@@ -75,7 +79,7 @@ def test_strict_policy_fails_when_the_stats_it_bounds_are_missing() -> None:
     strict = load_policy(FIXTURES / "gate-strict.toml")
     result = judge({"verdict": "pass", "findings": []}, strict)
     assert not result.passed
-    assert len(result.reasons) == 4
+    assert len(result.reasons) == 8  # lag p99 and max, unavailability twice, four symptoms
     assert all("missing from the stats" in reason for reason in result.reasons)
 
 
@@ -146,3 +150,53 @@ def test_bad_policy_files_raise_usage_errors_naming_the_key(tmp_path: Path, text
 def test_a_missing_policy_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read gate policy"):
         load_policy(tmp_path / "gate-nowhere.toml")
+
+
+# -- coverage_required -----------------------------------------------------------------------------
+
+def covering(missing: list[str], *, kinds: dict | None = None, covers: bool = True) -> dict:
+    """A passing report whose nemesis planned `kinds` and never injected `missing`."""
+    planned = {"kinds": {"maintenance_reset": ["clear", "snapshot"], "pause_sync": []}
+               if kinds is None else kinds, "covers": covers}
+    base = report()
+    base["stats"]["fault_coverage"] = {"planned": planned, "missing": missing,
+                                       "missing_combinations": ["pause_sync alone"]}
+    return base
+
+
+def test_coverage_required_fails_naming_each_planned_fault_never_injected() -> None:
+    result = judge(covering(["maintenance_reset(snapshot)", "pause_sync"]), load_policy(None))
+    assert not result.passed
+    assert result.reasons == ["planned faults never injected: maintenance_reset(snapshot), "
+                              "pause_sync (coverage_required)"]
+    short = judge(covering(["pause_sync"], covers=False), load_policy("strict"))
+    assert short.reasons[-1].endswith("the run was too short for its plan")
+
+
+def test_coverage_required_passes_when_every_planned_fault_was_injected() -> None:
+    # A combination missed (alone, overlapping) is reported, never gated.
+    assert judge(covering([]), load_policy(None)).passed
+
+
+def test_coverage_required_judges_only_what_a_nemesis_planned() -> None:
+    default = load_policy(None)
+    assert judge(report(), default).passed                    # `check` of an old history
+    no_plan = report()
+    no_plan["stats"]["fault_coverage"] = {"planned": None, "missing": []}
+    assert judge(no_plan, default).passed                     # a load test, prop
+    assert judge(covering(["x"], kinds={}), default).passed   # --faults none
+    broken = covering([])
+    del broken["stats"]["fault_coverage"]["missing"]
+    assert judge(broken, default).reasons == [
+        "fault coverage is missing from the stats, the policy requires it (coverage_required)"]
+
+
+def test_coverage_required_is_on_in_default_and_strict_off_in_lenient(tmp_path: Path) -> None:
+    assert load_policy(None).coverage_required and load_policy("default").coverage_required
+    assert load_policy("strict").coverage_required
+    assert not load_policy("lenient").coverage_required
+    assert judge(covering(["pause_sync"]), load_policy("lenient")).passed
+    off = load_policy(policy_file(tmp_path, "coverage_required = false\n"))
+    assert judge(covering(["pause_sync"]), off).passed
+    with pytest.raises(UsageError, match="'coverage_required' must be true or false"):
+        load_policy(policy_file(tmp_path, "coverage_required = 1\n"))

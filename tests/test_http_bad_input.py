@@ -172,13 +172,13 @@ class _Exploding:
 
     def __init__(self, service) -> None:
         self.service = service
-        self.clock, self.store = service.clock, service.store
+        self.clock, self.store, self.config = service.clock, service.store, service.config
         self.advance, self.next_wakeup_ms = service.advance, service.next_wakeup_ms
 
-    def dispatch(self, found, method, path, body=None, query=None):
+    def begin(self, found, method, path, body=None, query=None):
         if path == "/v1/health" and query.get("explode"):
             raise RuntimeError("boom\nwith a second line")
-        return self.service.dispatch(found, method, path, body, query)
+        return self.service.begin(found, method, path, body, query)
 
 
 def test_an_unexpected_exception_is_a_500_and_the_server_keeps_serving(capfd):

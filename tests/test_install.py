@@ -82,7 +82,8 @@ def test_the_wheel_carries_one_copy_of_the_fixtures_and_the_load_test(installed)
     names = ZipFile(wheel).namelist()
     shipped = {n.removeprefix("harness/fixtures/") for n in names
                if n.startswith("harness/fixtures/") and n.endswith(".toml")}
-    assert shipped == {p.name for p in (ROOT / "fixtures").glob("*.toml")}
+    assert shipped == {p.relative_to(ROOT / "fixtures").as_posix()
+                       for p in (ROOT / "fixtures").rglob("*.toml")}  # deployments/ too
     assert "harness/loadtests/locustfile.py" in names and "harness/openapi.json" in names
     assert "harness/docs/contract.md" in names
     assert not any(n.startswith(("fixtures/", "loadtests/", "tests/")) for n in names)

@@ -100,7 +100,7 @@ def test_schema_and_tables_are_created_when_absent_and_reused_when_present(schem
             tables = {row[0] for row in conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                 (other,))}
-        assert tables == {"x_entries", "x_answers"}
+        assert tables == {"x_entries", "x_answers", "x_accounts"}
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')

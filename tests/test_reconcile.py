@@ -99,11 +99,12 @@ class Export:
         return ledger, display
 
 
-def write_rows(rows: list[dict], schema: dict, path: Path) -> str:
+def write_rows(rows: list[dict], schema: dict, path: Path,
+               row_group_size: int | None = None) -> str:
     frame = pl.DataFrame([{name: row.get(name) for name in schema} for row in rows],
                          schema=schema)
     if path.suffix == ".parquet":
-        frame.write_parquet(path)
+        frame.write_parquet(path, row_group_size=row_group_size)
     elif path.suffix == ".csv":
         frame.write_csv(path)
     else:
@@ -438,29 +439,30 @@ def test_a_bad_option_is_a_one_line_usage_error(tmp_path, options, words):
 
 
 def test_accounts_sharing_a_hash_prefix_are_untangled():
-    """The columnar engine sorts by the top bits of the account hash; accounts that share them
-    come out interleaved and must be put apart, each in seq order."""
+    """The columnar engine sorts by the top bits of one account hash; accounts that share them
+    (told apart by the second hash) come out interleaved and must be put apart, each in seq
+    order."""
     import numpy as np
 
     from harness.reconcile import engine
 
     n = 8
-    shift = int(engine._bits(n))
-    prefix = np.uint64(5) << np.uint64(64 - shift)
-    # Rows 0..7 in seq order: three accounts, two of them sharing a prefix, interleaved.
-    h1 = np.array([prefix | np.uint64(1), prefix | np.uint64(2), np.uint64(9) << np.uint64(61),
-                   prefix | np.uint64(1), prefix | np.uint64(2), prefix | np.uint64(1),
-                   np.uint64(9) << np.uint64(61), prefix | np.uint64(2)], np.uint64)
-    h2 = np.zeros(n, np.uint64)
-    order = engine._account_order(h1)
-    h1s, h2s = h1[order], h2[order]
-    engine._untangle(order, h1s, h2s)
-    runs = [order[engine._starts(h1s, h2s)[:i + 1].sum() - 1] for i in range(n)]
+    shift = engine._bits(n)
+    prefix = np.uint64(5) << np.uint64(64 - int(shift))
+    other = np.uint64(9) << np.uint64(61)
+    # Rows 0..7 in seq order: three accounts, two of them (h2 = 1 and 2) sharing a prefix of
+    # h1 though their h1 differ below it, interleaved.
+    h1 = np.array([prefix | np.uint64(1), prefix | np.uint64(2), other, prefix | np.uint64(1),
+                   prefix | np.uint64(2), prefix | np.uint64(1), other, prefix | np.uint64(2)],
+                  np.uint64)
+    h2 = np.array([1, 2, 3, 1, 2, 1, 3, 2], np.uint64)
+    order, top = engine._account_order(h1, shift)
+    h2s = h2[order]
+    engine._untangle(order, top, h2s)
+    first = engine._starts(top, h2s)
     assert sorted(order.tolist()) == list(range(n))
-    groups: dict[int, list[int]] = {}
-    for row, start in zip(order.tolist(), runs):
-        groups.setdefault(int(start), []).append(row)
-    assert sorted(groups.values()) == [[0, 3, 5], [1, 4, 7], [2, 6]]
+    groups = [group.tolist() for group in np.split(order, np.flatnonzero(first)[1:])]
+    assert sorted(groups) == [[0, 3, 5], [1, 4, 7], [2, 6]]
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -72,6 +72,65 @@ def test_a_ledger_out_of_seq_order_is_read_in_seq_order(tmp_path):
     assert reconcile(ReconcileConfig(ledger, display)).findings == []
 
 
+def _sliced(entries: list[dict], tmp_path: Path) -> str:
+    """A Parquet ledger in row groups of 3, read in slices of about 4 rows."""
+    return write_rows(entries, LEDGER_SCHEMA, tmp_path / "sliced.parquet", row_group_size=3)
+
+
+def test_a_parquet_ledger_is_read_a_slice_at_a_time_and_rows_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)
+    x = clean_export()
+    x.show_all()
+    table = sources.read_ledger(_sliced(x.entries, tmp_path))
+    slices = list(table.batches())
+    assert [frame.height for frame in slices] == [6, 6]
+    assert [r for frame in slices for r in frame["row"].to_list()] == list(range(12))
+    assert table.fetch([11, 0, 5])["seq"].to_list() == [12, 1, 6]
+    # The same table as read whole, and the same findings as from one slice.
+    assert pl.concat(slices).equals(table.frame)
+    whole = write_rows(x.entries, LEDGER_SCHEMA, tmp_path / "whole.parquet")
+    _, display = x.write(tmp_path, "jsonl")
+    assert keys(reconcile(ReconcileConfig(table.source.spec, display))) == \
+        keys(reconcile(ReconcileConfig(whole, display))) == set()
+
+
+def test_slices_out_of_seq_order_are_read_whole_and_sorted(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)
+    x = clean_export()
+    x.show_all()
+    ledger = _sliced(x.entries[6:] + x.entries[:6], tmp_path)  # each slice sorted, not the whole
+    _, display = x.write(tmp_path, "jsonl")
+    assert reconcile(ReconcileConfig(ledger, display)).findings == []
+
+
+def test_a_seq_twice_across_slices_names_both_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)
+    x = clean_export()
+    x.show_all()
+    entries = [dict(e) for e in x.entries]
+    entries[6]["seq"] = entries[5]["seq"]  # the first row of the second slice
+    ledger = _sliced(entries, tmp_path)
+    _, display = x.write(tmp_path, "jsonl")
+    message = one_line_error(ledger, display)
+    assert f"row 7: seq {entries[5]['seq']} appears twice (also" in message
+    assert "row 6)" in message
+
+
+def test_a_bad_value_in_a_later_slice_names_its_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)
+    x = clean_export()
+    x.show_all()
+    # Money as text: every value is read and judged, and one in the second slice is no fen.
+    frame = pl.DataFrame(x.entries, schema=LEDGER_SCHEMA).with_columns(
+        pl.when(pl.col("seq") == 9).then(pl.lit("1.5")).otherwise(pl.col("amount").cast(pl.Utf8))
+        .alias("amount"))
+    frame.write_parquet(tmp_path / "text.parquet", row_group_size=3)
+    _, display = x.write(tmp_path, "jsonl")
+    message = one_line_error(str(tmp_path / "text.parquet"), display)
+    assert message.startswith(f"{tmp_path / 'text.parquet'} row 9: amount '1.5' is not an "
+                              f"integer number of fen"), message
+
+
 def test_typed_parquet_timestamps_and_categoricals(tmp_path):
     x = clean_export()
     x.show_all()

@@ -51,7 +51,9 @@ def test_different_seeds_make_different_histories():
 
 
 # -- the self-test: catches every bug, never cries wolf -------------------------------------------
-@pytest.mark.parametrize("bug", sorted(CATALOGUE))
+# A bug that only a crash shows (`Bug.crash`) has no crash in a simulated run to show it: the
+# kill-and-restart cycles of tests/test_durability.py catch it instead.
+@pytest.mark.parametrize("bug", sorted(name for name, bug in CATALOGUE.items() if not bug.crash))
 def test_every_seeded_bug_fails_the_run_with_its_finding_kind(bug):
     expected_kind = CATALOGUE[bug].finding_kind
     result = _run(seed=SELF_TEST_SEED, ops=SELF_TEST_OPS, bugs=(bug,))

@@ -2,20 +2,27 @@
 scenario on the correct service does not.
 
 Each scenario is a short script under the simulated clock. It runs twice, with the bug and
-without, and asserts the concrete symptom in both directions. On top of that, a small evidence
-function per finding kind (independent of the scenarios) looks at what the script saw and
-confirms that the catalogue's finding kind is really evidenced with the bug, and that no kind
-at all is evidenced without it.
+without, and asserts the concrete symptom in both directions. A bug that only concurrency shows
+gets its requests sent at once (`at_once`: each stops at its await point, then they resume in
+the order the scenario names), after the same requests sent one after the other show nothing.
+On top of that, a small evidence function per finding kind (independent of the scenarios)
+looks at what the script saw and confirms that the catalogue's finding kind is really evidenced
+with the bug, and that no kind at all is evidenced without it.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 
 import pytest
 
 from harness import contract, oracle
 from harness.service.bugs import CATALOGUE
-from service_sim import Sim
+from harness.service.core import Awaiting, LimitService
+from harness.service.storage import open_ledger
+from service_sim import Call, Sim
 
 SETTLE_MS = 1000  # enough for sync lag (20 ms) and a repair pass (<= 200 + 100 ms) to finish
 
@@ -42,6 +49,10 @@ def evidence(sim: Sim) -> set[str]:
     request_ids = [e["request_id"] for e in ledger]
     if len(request_ids) != len(set(request_ids)):
         kinds.add("duplicate_write")
+    # lost_write: a write answered 201 whose request id has no entry.
+    if any(call.method == "POST" and call.path.startswith("/v1/accounts") and call.status == 201
+           and call.body["request_id"] not in request_ids for call in sim.history):
+        kinds.add("lost_write")
     # ledger_rule_violation: an entry the oracle would not allow at its seq, or a missing cure.
     state = {}
     for i, entry in enumerate(ledger):
@@ -97,6 +108,31 @@ def evidence(sim: Sim) -> set[str]:
                 "as_of_seq": timeline[-1][0]}:
             kinds.add("display_divergence")
     return kinds
+
+
+def at_once(sim: Sim, requests: list[tuple[str, dict]], resume_order: list[int]) -> list:
+    """POST each (path, body) together: every one runs to its await point in the order given,
+    then those awaiting resume in `resume_order`. The answers, in the order of `requests`."""
+    answers: dict[int, tuple] = {}
+    waiting: dict[int, Awaiting] = {}
+
+    def answered(n: int, answer, seq_before: int) -> None:
+        path, body = requests[n]
+        answers[n] = answer
+        sim.history.append(Call(sim.now_ms(), "POST", path, body, None, *answer, seq_before))
+
+    for n, (path, body) in enumerate(requests):
+        seq_before = sim.service.seq
+        answer = sim.service.start("POST", path, body)
+        if type(answer) is Awaiting:
+            waiting[n] = answer
+        else:
+            answered(n, answer, seq_before)
+    assert sorted(resume_order) == sorted(waiting), (resume_order, sorted(waiting))
+    for n in resume_order:
+        seq_before = sim.service.seq
+        answered(n, sim.service.resume(waiting.pop(n)), seq_before)
+    return [answers[n] for n in range(len(requests))]
 
 
 def fields(shown: dict) -> dict:
@@ -325,11 +361,83 @@ def display_flaps(sim: Sim, buggy: bool) -> None:
     assert seen == ([2, 1, 2, 1] if buggy else [2, 2, 2, 2])
 
 
+def draw_unchecked_after_risk(sim: Sim, buggy: bool) -> None:
+    sim.open("a", 1000)
+    assert sim.draw("a", 600)[0] == 201
+    assert sim.draw("a", 600)[1].get("error") == "insufficient_limit"  # one after the other
+    sim.repay("a", 600)
+    taps = [("/v1/accounts/a/draws", {"amount": 600, "request_id": f"tap-{n}"}) for n in (1, 2)]
+    (first, _), (second, reply) = at_once(sim, taps, resume_order=[0, 1])
+    drawn = sum(e["amount"] for e in sim.ledger() if e["request_id"].startswith("tap-"))
+    if buggy:
+        assert (first, second, drawn) == (201, 201, 1200)  # 200 over a 1000 line
+    else:
+        assert (first, second, reply.get("error"), drawn) == (201, 409, "insufficient_limit", 600)
+
+
+def retry_races_original(sim: Sim, buggy: bool) -> None:
+    sim.open("a", 1000)
+    answered = sim.draw("a", 100, request_id="d-1")
+    assert sim.draw("a", 100, request_id="d-1") == answered  # a retry after the answer
+    draw = ("/v1/accounts/a/draws", {"amount": 100, "request_id": "d-2"})
+    original, retry = at_once(sim, [draw, draw], resume_order=[0, 1])  # the retry in flight
+    draws = [e for e in sim.ledger() if e["type"] == "draw"]
+    assert [e["request_id"] for e in draws].count("d-1") == 1
+    if buggy:
+        assert [e["request_id"] for e in draws].count("d-2") == 2
+        assert original[0] == retry[0] == 201 and original != retry
+    else:
+        assert [e["request_id"] for e in draws].count("d-2") == 1 and original == retry
+
+
+def cure_decided_before_risk(sim: Sim, buggy: bool) -> None:
+    sim.open("a", 1000)
+    sim.draw("a", 300)
+    sim.set_status("a", "overdue")
+    sim.repay("a", 300, request_id="pay-1")  # one after the other: cured either way
+    assert sim.ledger()[-1]["request_id"] == "pay-1" + contract.CURE_SUFFIX
+    sim.draw("a", 300)
+    # The overdue job marks the account while the user pays in full; the mark commits first.
+    pay = ("/v1/accounts/a/repayments", {"amount": 300, "request_id": "pay-2"})
+    mark = ("/v1/accounts/a/status", {"status": "overdue", "reason": "overdue-job",
+                                      "request_id": "mark-2"})
+    assert [status for status, _ in at_once(sim, [pay, mark], resume_order=[1, 0])] == [201, 201]
+    cured = [e for e in sim.ledger() if e["request_id"] == "pay-2" + contract.CURE_SUFFIX]
+    sim.tick(SETTLE_MS)
+    shown = sim.display("a")[1]
+    if buggy:
+        assert cured == [] and (shown["status"], shown["outstanding"]) == ("overdue", 0)
+    else:
+        assert len(cured) == 1 and (shown["status"], shown["usable"]) == ("active", True)
+
+
+def _on_a_file_after_a_crash(sim: Sim, url: str) -> None:
+    """The sim's service killed and started again on the SQLite file `url`: closing a SQLite
+    connection drops its open transaction, as a SIGKILL does."""
+    sim.store.close()
+    sim.store = open_ledger(url)
+    sim.service = LimitService(sim.store, sim.clock, sim.service.config, bugs=sim.service.bugs)
+
+
+def ack_before_durable(sim: Sim, buggy: bool) -> None:
+    folder = tempfile.mkdtemp(prefix="ack-before-durable-")
+    weakref.finalize(sim, shutil.rmtree, folder, True)
+    url = f"sqlite:///{folder}/ledger.sqlite"
+    _on_a_file_after_a_crash(sim, url)  # a fresh service on the file
+    sim.open("a", 1000)
+    sim.tick(400)  # the bug's timer commits what is open by now
+    assert sim.draw("a", 100)[0] == 201
+    assert [e["type"] for e in sim.ledger()] == ["open", "draw"]  # it reads as written...
+    _on_a_file_after_a_crash(sim, url)  # ...until the process dies before the timer fires
+    assert [e["type"] for e in sim.ledger()] == (["open"] if buggy else ["open", "draw"])
+
+
 SCENARIOS = {f.__name__: f for f in (
     no_gap_repair, apply_duplicates, reset_shows_zero, no_cure, limit_cut_hidden,
     retry_duplicates_draw, draw_against_display, negative_available, reorder_blind,
     snapshot_keeps_watermark, exact_available_rejected, overpay_accepted, close_with_balance,
-    frozen_draw_allowed, late_duplicate, display_flaps)}
+    frozen_draw_allowed, late_duplicate, display_flaps, draw_unchecked_after_risk,
+    retry_races_original, cure_decided_before_risk, ack_before_durable)}
 
 
 # -- the tests ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from harness import checkers
 from harness.analysis import CheckConfig, analyse
-from harness.statistics import availability, coverage_outcomes, coverage_totals
+from harness.statistics import availability, coverage_outcomes, coverage_totals, fault_coverage
 from checker_histories import Story
 
 CONFIG = CheckConfig()
@@ -99,3 +99,54 @@ def test_a_maintenance_reset_covers_only_the_operations_during_its_shot():
     b.fault("maintenance_reset", mode="snapshot")
     b.draw("a1", 10_00)
     assert coverage_totals(_coverage(b))["draw"] == {"none": 1}
+
+
+# -- fault coverage against the nemesis's plan -------------------------------------------------------
+
+def _fault_coverage(b: Story, planned: dict | None) -> dict:
+    if planned is not None:
+        b.history.meta["nemesis"] = planned
+    a = analyse(b.history, b.ledger, CONFIG)
+    return fault_coverage(a.history, a.windows, CONFIG.sla_ms)
+
+
+PLANNED = {"kinds": {"delay_sync": ["short", "long"], "pause_sync": [],
+                     "maintenance_reset": ["clear", "snapshot"]},
+           "alone": ["delay_sync", "maintenance_reset", "pause_sync"],
+           "overlapping": ["delay_sync", "maintenance_reset", "pause_sync"], "covers": True}
+
+
+def test_fault_coverage_counts_operations_per_class_and_lists_what_never_happened():
+    b = Story()
+    b.open("a1", 100_00)
+    delay = b.fault("delay_sync", delay_ms=2000)     # long, alone for a while
+    b.draw("a1", 10_00)
+    pause = b.fault("pause_sync")                    # over the delay: both overlap
+    b.draw("a1", 10_00)
+    b.heal(delay)
+    b.display("a1")                                  # pause alone
+    b.heal(pause)
+    b.fault("maintenance_reset", mode="clear")       # nothing else on: alone
+    b.display("a1")                                  # within its service level: under it
+    b.wait(2 * CONFIG.sla_ms)
+    b.display("a1")                                  # after the reset's service level
+    coverage = _fault_coverage(b, PLANNED)
+    variants = coverage["variants"]
+    assert set(variants) == {"delay_sync(long)", "pause_sync", "maintenance_reset(clear)"}
+    assert variants["delay_sync(long)"]["ops"] == {"draw": 2}
+    assert variants["pause_sync"]["ops"] == {"draw": 1, "display": 1}
+    assert variants["maintenance_reset(clear)"]["ops"] == {"display": 1}
+    assert coverage["alone"] == ["delay_sync", "maintenance_reset", "pause_sync"]
+    assert coverage["overlapping"] == ["delay_sync", "pause_sync"]
+    assert coverage["missing"] == ["delay_sync(short)", "maintenance_reset(snapshot)"]
+    assert coverage["missing_combinations"] == ["maintenance_reset overlapping another kind"]
+
+
+def test_fault_coverage_without_a_plan_requires_nothing():
+    b = Story()
+    b.open("a1", 100_00)
+    b.fault("drop_events", probability=1.0)
+    b.draw("a1", 10_00)
+    coverage = _fault_coverage(b, None)
+    assert coverage["planned"] is None and coverage["missing"] == []
+    assert coverage["variants"]["drop_events(total)"]["ops"] == {"draw": 1}

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 from .. import contract, oracle
 from ..analysis import AccountIndex, Analysis, CheckConfig
 from ..findings import SEVERITY_RANK, Finding, entry_words, view_words
-from ..history import FaultIndex, FaultWindow, History, Op, delay_of, described, kinds_of
+from ..history import (RESETS_DISPLAY, FaultIndex, FaultWindow, History, Op, delay_of,
+                       described)
 
 NAME = "display"
 _BY_INVOKE = operator.attrgetter("invoke_ms", "index")
@@ -48,6 +49,14 @@ class Allowance:
             if self._reach_ms[n] != math.inf:
                 self._closure_ms[n] = self._chain(n + 1, self._reach_ms[n])
         self._known: dict[int, float] = {}
+        self._pushes: dict[int, tuple[int, float]] = {}  # by stretch of time (`_pushes_of`)
+
+    def _pushes_of(self, active: tuple[FaultWindow, ...]) -> tuple[int, float]:
+        """The largest delay of the windows on, and the furthest any of them pushes an allowance
+        (-inf for none): the same for every commit while the same windows are on."""
+        reach_ms = max((math.inf if w.end_ms is None else w.end_ms + self._sla_ms + delay_of(w)
+                        for w in active), default=-math.inf)
+        return max(map(delay_of, active), default=0), reach_ms
 
     def _chain(self, n: int, until_ms: float) -> float:
         """The allowance that ends at `until_ms` once it takes in windows n... : the windows
@@ -66,11 +75,12 @@ class Allowance:
         known = self._known.get(t_c_ms)
         if known is not None:
             return known
-        active = self._faults.active_at(t_c_ms)
-        until_ms: float = t_c_ms + self._sla_ms + max(map(delay_of, active), default=0)
-        for window in active:
-            until_ms = max(until_ms, math.inf if window.end_ms is None
-                           else window.end_ms + self._sla_ms + delay_of(window))
+        stretch = self._faults.stretch_at(t_c_ms)
+        pushes = self._pushes.get(stretch)
+        if pushes is None:
+            pushes = self._pushes[stretch] = self._pushes_of(self._faults.active_at(t_c_ms))
+        delay_ms, reach_ms = pushes
+        until_ms: float = max(t_c_ms + self._sla_ms + delay_ms, reach_ms)
         if until_ms != math.inf:
             until_ms = self._chain(bisect.bisect_right(self._first_ms, t_c_ms), until_ms)
         assert until_ms >= t_c_ms + self._sla_ms
@@ -84,12 +94,13 @@ def deadline_ms(t_c_ms: int, windows: Sequence[FaultWindow], config: CheckConfig
 
 
 class _Resets:
-    """A maintenance reset may put back a snapshot of any age, so after one the display may lack
-    even old entries until it has rebuilt: each reset restarts the allowance of every entry
-    committed before it, as if committed when the reset ended."""
+    """A maintenance reset may put back a snapshot of any age, and a restarted service rebuilds
+    its display from scratch (`RESETS_DISPLAY`), so after one the display may lack even old
+    entries until it has rebuilt: each restarts the allowance of every entry committed before
+    it, as if committed when it ended."""
 
     def __init__(self, windows: list[FaultWindow], allowance: Allowance) -> None:
-        resets = sorted((w for w in windows if w.kind == "maintenance_reset"),
+        resets = sorted((w for w in windows if w.kind in RESETS_DISPLAY),
                         key=lambda w: w.start_ms)
         self._start_ms = [w.start_ms for w in resets]
         self._deadline_ms: list[float] = []
@@ -141,13 +152,14 @@ def _judge(a: Analysis) -> tuple[list[Finding], list[dict]]:
     cases: dict[tuple[str, str], list[_Case]] = {}
     records: list[dict] = []
     reads = sorted((op for op in a.history.ops if op.f == "display"), key=_BY_INVOKE)
+    last_write_ms = a.last_write_ms
     for op in reads:
         account_id = str(op.account_id)
         account = a.accounts.get(account_id)
         # A write still landing after the convergence marker restarts that account's clock.
         converged = (account is not None and conv_deadline_ms is not None
-                     and op.invoke_ms >= max(conv_deadline_ms, account.last_write_ms + config.sla_ms
-                                             + max_delay_ms))
+                     and op.invoke_ms >= max(conv_deadline_ms, last_write_ms.get(account_id, 0)
+                                             + config.sla_ms + max_delay_ms))
         if op.outcome == "fail" and op.http_status == 503:
             if converged:
                 cases.setdefault(("display_divergence", account_id), []).append(
@@ -206,6 +218,14 @@ def _shape_problem(op: Op) -> str | None:
     if op.outcome != "ok":
         return None
     d = op.response
+    # The usual display, decided in one expression (and no words built for it): what it
+    # accepts, every check below accepts too.
+    if type(d) is dict and d.get("account_id") == op.account_id \
+            and type(d.get("credit_line")) is int and type(d.get("outstanding")) is int \
+            and type(d.get("available")) is int and type(d.get("status")) is str \
+            and d["status"] in contract.STATUSES and type(d.get("usable")) is bool \
+            and (d.get("as_of_seq") is None or type(d["as_of_seq"]) is int):
+        return None
     where = f"the display of account {op.account_id!r} read at t={op.invoke_ms} ms"
     if not isinstance(d, dict):
         return f"{where} is not a JSON object: {d!r:.80}"
@@ -229,8 +249,10 @@ def _consistency(op: Op, d: dict, account: AccountIndex,
                  faults: FaultIndex) -> tuple[int | None, _Case | None]:
     """The seq the display reflects, or a case when it reflects no state the account had (one
     of the two, never both)."""
-    shown = _view(d)
     as_of_seq = d["as_of_seq"]
+    if as_of_seq is not None and _shows(d, account.state_at(as_of_seq)):
+        return as_of_seq, None  # the usual display: what it claims, without building views
+    shown = _view(d)
     if as_of_seq is not None:
         state = account.state_at(as_of_seq)
         if state is not None and state.view() == shown:
@@ -263,10 +285,10 @@ def _staleness(op: Op, d: dict, seq: int, account: AccountIndex, faults: FaultIn
                resets: "_Resets", allowance: Allowance,
                config: CheckConfig) -> tuple[dict | None, _Case | None]:
     n = bisect.bisect_right(account.seqs, seq)
-    base = {"account_id": op.account_id, "t_ms": op.invoke_ms}
     if n == len(account.seqs):
         kinds = list(faults.kinds_at(op.invoke_ms))
-        return {**base, "lag_ms": 0, "faults": kinds, "stale": False}, None
+        return {"account_id": op.account_id, "t_ms": op.invoke_ms, "lag_ms": 0, "faults": kinds,
+                "stale": False}, None
     committed_ms = account.committed_by_ms[n]
     if committed_ms == math.inf:
         # Only writes of unknown outcome follow: nothing says when they were committed.
@@ -274,13 +296,17 @@ def _staleness(op: Op, d: dict, seq: int, account: AccountIndex, faults: FaultIn
     t_c_ms = int(committed_ms)
     lag_ms = max(0, op.invoke_ms - t_c_ms)
     assert seq < account.seqs[n], "the display misses an entry after the one it shows"
-    overlapping = (faults.overlapping(t_c_ms, op.invoke_ms) if lag_ms
-                   else list(faults.active_at(op.invoke_ms)))
     allowed_until_ms = max(allowance.deadline_ms(t_c_ms), resets.deadline_before(op.invoke_ms))
     stale = op.invoke_ms > allowed_until_ms
-    record = {**base, "lag_ms": lag_ms, "faults": kinds_of(overlapping), "stale": stale}
+    # The faults that overlapped the lag (those on at the read, when there was none).
+    kinds = (faults.kinds_overlapping(t_c_ms, op.invoke_ms) if lag_ms
+             else list(faults.kinds_at(op.invoke_ms)))
+    record = {"account_id": op.account_id, "t_ms": op.invoke_ms, "lag_ms": lag_ms,
+              "faults": kinds, "stale": stale}
     if not stale:
         return record, None
+    overlapping = (faults.overlapping(t_c_ms, op.invoke_ms) if lag_ms
+                   else list(faults.active_at(op.invoke_ms)))
     late_ms = int(op.invoke_ms - allowed_until_ms)
     known = account.state_known_at(op.invoke_ms)
     known_available = known.available if known is not None else 0
@@ -365,6 +391,16 @@ def _finding(a: Analysis, kind: str, account_id: str, cases: list[_Case]) -> Fin
 
 def _view(d: dict) -> dict:
     return {f: d.get(f) for f in VIEW_FIELDS}
+
+
+def _shows(d: dict, state: oracle.State | None) -> bool:
+    """`state.view() == _view(d)` for a well-formed display, field by field."""
+    if state is None:
+        return False
+    available = state.available
+    return (d["credit_line"] == state.credit_line and d["outstanding"] == state.outstanding
+            and d["available"] == available and d["status"] == state.status
+            and d["usable"] == (available > 0))
 
 
 def _fault_context(faults: FaultIndex, t_ms: int) -> str:

@@ -3,20 +3,23 @@ entry was allowed by the contract at its seq, with each due cure entry present a
 
 from __future__ import annotations
 
+import operator
+
 from .. import contract, oracle
-from ..analysis import Analysis
+from ..analysis import AccountIndex, Analysis
 from ..entries import is_cure_entry
 from ..findings import Finding, entry_words, fen
 from ..write_groups import entry_owner
 
 NAME = "ledger"
 EXAMPLES_MAX = 3
+_STATE = operator.itemgetter(1)
 
 
 def check(a: Analysis) -> list[Finding]:
     findings = _structure(a, a.problems)
     for account_id, account in a.accounts.items():
-        findings.extend(_rules(a, account_id, account.entries))
+        findings.extend(_rules(a, account_id, account))
     return findings
 
 
@@ -39,8 +42,13 @@ def _structure(a: Analysis, problems: list[tuple[str, str, object]]) -> list[Fin
     return findings
 
 
-def _rules(a: Analysis, account_id: str, entries: list[dict]) -> list[Finding]:
+def _rules(a: Analysis, account_id: str, account: AccountIndex) -> list[Finding]:
     findings: list[Finding] = []
+    entries = account.entries
+    # The state after each entry, from the account's one replay (the timeline starts at its
+    # open: before it, there is no state).
+    after = [None] * (len(entries) - len(account.timeline)) + list(map(_STATE, account.timeline))
+    assert len(after) == len(entries)
 
     def violation(entry: dict, severity: str, expected, words: str) -> None:
         group, _ = entry_owner(entry["request_id"], a.groups)
@@ -57,7 +65,7 @@ def _rules(a: Analysis, account_id: str, entries: list[dict]) -> list[Finding]:
     state: oracle.State | None = None
     opened = False
     curing: dict | None = None  # the repay whose cure entry must come next
-    for entry in entries:
+    for n, entry in enumerate(entries):
         if curing is not None:
             cure_id = contract.cure_request_id(curing["request_id"])
             due = curing
@@ -69,7 +77,7 @@ def _rules(a: Analysis, account_id: str, entries: list[dict]) -> list[Finding]:
                                             "reason": contract.CURE_REASON},
                            "the cure entry of the repay before it does not set the status to "
                            "'active' with reason 'cured'.")
-                state = oracle.apply(state, entry)
+                state = after[n]
                 continue
             _missing_cure(violation, due, state, entry)
         if entry["type"] == "open":
@@ -77,25 +85,28 @@ def _rules(a: Analysis, account_id: str, entries: list[dict]) -> list[Finding]:
                 violation(entry, "major", None, "a second open entry for an account that is "
                        "already open; it resets the account's line and balance.")
             opened = True
-            state = oracle.apply(state, entry)
+            state = after[n]
             continue
         if state is None:
             violation(entry, "major", {"type": "open"}, "the account's first entry must be its "
                    "open; this entry has no account to apply to.")
             continue
-        if is_cure_entry(entry):
+        kind = entry["type"]
+        if kind == "status" and is_cure_entry(entry):
             violation(entry, "major", None, f"a cure entry where none is due: the entry before it "
                    f"did not clear an overdue balance (state before: {_state(state)}).")
-            state = oracle.apply(state, entry)
+            state = after[n]
             continue
         assert opened and state is not None
-        error = oracle.judge(state, entry["type"], oracle.entry_value(entry))
+        value = oracle.entry_value(entry)
+        error = oracle.judge(state, kind, value)
         if error is not None:
-            severity = "critical" if entry["type"] == "draw" or error == "overpayment" else "major"
+            severity = "critical" if kind == "draw" or error == "overpayment" else "major"
             violation(entry, severity, {"error": error}, _why(entry, state, error))
-        if oracle.cures(state, entry["type"], oracle.entry_value(entry)):
+        if oracle.cures(state, kind, value):
             curing = entry
-        state = oracle.apply(state, entry)
+        state = after[n]
+    assert state is (after[-1] if after else None)
     if curing is not None:
         _missing_cure(violation, curing, state, None)
     return findings

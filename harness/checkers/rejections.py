@@ -45,7 +45,7 @@ def candidates(account: AccountIndex, invoke_ms: int,
 def check(a: Analysis) -> list[Finding]:
     findings = []
     for group in a.groups.values():
-        op = group.first
+        op = group.attempts[0]  # its first
         if op.outcome != "fail" or op.http_status not in JUDGED_STATUSES or op.complete_ms is None:
             continue
         if group.account_id is None or not _judgeable(group):

@@ -24,29 +24,42 @@ ALLOWED_ERRORS = {
     "status": ("not_found", "outstanding_balance"),
 }
 EXAMPLES_MAX = 3
+_NO_ENTRIES: list[dict] = []  # a write without entries (shared: nothing here changes it)
 
 
 def check(a: Analysis) -> list[Finding]:
     groups = a.groups
     entries_by_request: dict[str, list[dict]] = {}
     unsent: list[dict] = []
+    own_group = groups.get
     for entry in a.ledger:
         # Malformed entries are the ledger checker's; an entry with a usable request_id still
         # counts here, so a garbled entry is not also called a lost write.
-        if not isinstance(entry, dict) or type(entry.get("request_id")) is not str:
+        if not isinstance(entry, dict):
             continue
-        group, is_cure = entry_owner(entry["request_id"], groups)
+        request_id = entry.get("request_id")
+        if type(request_id) is not str:
+            continue
+        group = own_group(request_id)  # `entry_owner`'s first question, asked inline
         if group is None:
-            unsent.append(entry)
-        elif not is_cure:
-            entries_by_request.setdefault(group.request_id, []).append(entry)
+            group, is_cure = entry_owner(request_id, groups)
+            if group is None:
+                unsent.append(entry)
+                continue
+            if is_cure:
+                continue
+        known = entries_by_request.get(group.request_id)
+        if known is None:
+            entries_by_request[group.request_id] = [entry]
+        else:
+            known.append(entry)
 
     findings: list[Finding] = []
     tainted: set[str] = set()
     problems: dict[tuple[str | None, str], list[tuple[Op, str]]] = {}
     for group in groups.values():
-        entries = entries_by_request.get(group.request_id, [])
-        if _plain(group, entries):
+        entries = entries_by_request.get(group.request_id, _NO_ENTRIES)
+        if _plain(group, entries) or _plain_refusal(group, entries):
             continue
         found = _presence(a, group, entries) + _mismatches(a, group, entries)
         if found:
@@ -74,15 +87,34 @@ def _plain(group: WriteGroup, entries: list[dict]) -> bool:
     if len(entries) != 1 or len(group.attempts) != 1:
         return False
     op, entry = group.attempts[0], entries[0]
-    body, request = op.response, op.request
+    body = op.response
     if op.outcome != "ok" or op.http_status != 201 or op.error or type(body) is not dict \
             or entry.get("account_id") != group.account_id or entry.get("type") != group.kind:
         return False
-    for name in ("seq", "entry_id"):  # an open names its entry only when it chooses to
-        if (op.f != "open" or name in body) and body.get(name) != entry.get(name):
+    if op.f == "open":  # an open names its entry only when it chooses to
+        for name in ("seq", "entry_id"):
+            if name in body and body.get(name) != entry.get(name):
+                return False
+    elif body.get("seq") != entry.get("seq") or body.get("entry_id") != entry.get("entry_id"):
+        return False
+    request = op.request
+    for name in contract.ENTRY_FIELDS_BY_TYPE[group.kind]:
+        if entry.get(name) != request.get(name):
             return False
-    return all(entry.get(name) == request.get(name)
-               for name in contract.ENTRY_FIELDS_BY_TYPE[group.kind])
+    return True
+
+
+def _plain_refusal(group: WriteGroup, entries: list[dict]) -> bool:
+    """The usual rejection, with nothing to say about it either: one attempt, refused with an
+    error the contract gives that write, and no entry (what every rule below concludes)."""
+    if entries or len(group.attempts) != 1:
+        return False
+    op = group.attempts[0]
+    if op.outcome != "fail" or op.http_status == 400 or (op.error
+                                                         and op.error.startswith("contract:")):
+        return False
+    code = _error_code(op.response)
+    return code in ALLOWED_ERRORS.get(op.f, ()) and contract.ERRORS.get(code) == op.http_status
 
 
 # -- presence: exactly once, never, at most once --------------------------------------------------

@@ -26,6 +26,9 @@ OUTSIDE_KINDS = (
     "connection_reset",   # a proxy resets every connection (RST) until removed
 )
 ALL_KINDS = FAULT_KINDS + OUTSIDE_KINDS
+# Done once, never "on": the fault's window ends when its injection is answered (a restart is
+# answered once the process is ready again), and nothing is left to remove.
+ONE_SHOT_KINDS = ("maintenance_reset", "crash_restart")
 
 
 class FaultRefused(Exception):

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..findings import SEVERITIES, Finding
-from . import engine, partition as partitions, rows, sources
+from . import partition as partitions
 
-ENGINES = {"columnar": engine.run, "rows": rows.run}
+# Imported when used: `harness.reconcile.partition` must load without polars (`gate --merge`).
+ENGINES = ("columnar", "rows")
 STAGES = ("read", "derive", "check", "compare", "classify")
 
 
@@ -46,13 +47,19 @@ class ReconcileResult:
 def reconcile(config: ReconcileConfig) -> ReconcileResult:
     """Every finding in the exported ledger and display, worst first. UsageError (one line) when
     a source cannot be read or an option makes no sense."""
+    import importlib
+
+    from . import sources
+
     _validate(config)
+    engine = importlib.import_module(f".{'engine' if config.engine == 'columnar' else 'rows'}",
+                                     __name__)
     started = time.perf_counter()
     ledger = sources.read_ledger(config.ledger, config.columns, config.money_unit,
                                  config.as_of_seq)
     display = sources.read_display(config.display, config.columns, config.money_unit)
     read_seconds = time.perf_counter() - started
-    findings, stats = ENGINES[config.engine](ledger, display, config.as_of_seq, config.partition)
+    findings, stats = engine.run(ledger, display, config.as_of_seq, config.partition)
     started = time.perf_counter()
     findings = sort_findings(findings)
     seconds = {"read": read_seconds, **stats.pop("seconds")}

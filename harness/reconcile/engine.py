@@ -1,31 +1,37 @@
 """The columnar engine: the oracle over a whole exported ledger as array operations.
 
-Polars checks each entry's format and hashes its ids (one parallel pass over the frame); numpy
-does the rest. Accounts are made contiguous by one sort of a 64-bit key (the top bits of the
-account's hash, the row's position below them), so within an account rows stay in seq order and
-every per-account quantity is a scan over the sorted arrays:
+The ledger is read a slice at a time (`Table.batches`: half a million rows of a Parquet file,
+the next slice read on the other core meanwhile). Polars turns each slice into a few compact
+columns (the first format problem of each entry, its type and value as small integers, hashes
+of its ids) and the slice's text is let go: the text of 10^7 entries is never held at once.
+Numpy does the rest. Accounts are made contiguous by one sort of a 64-bit key (the top bits of
+the account's hash, the row's position below them), so within an account rows stay in seq
+order and every per-account quantity is a scan over the sorted arrays:
 
 - outstanding after each entry: a cumulative sum of signed amounts, restarted at each open;
 - credit line and status after each entry: the value of the latest open/limit (open/status)
-  entry, found by a running maximum of row positions (a forward fill);
+  entry carried forward over its segment;
 - the state before an entry: the row above, unless the row starts its account;
 - every acceptance rule, the cure rule and "first entry an open" as boolean conditions on those.
 
 Only the flagged rows (a handful in a healthy ledger) are explained in Python, in the words of
-`harness/checkers/ledger.py` (for the ledger) and `rows.display_finding` (for the display).
+`harness/checkers/ledger.py` (for the ledger) and `rows.display_finding` (for the display);
+their entries are read back from the source (`Table.fetch`).
 
-Exactness: accounts are told apart by two independent 64-bit hashes of the account_id, and the
-display is matched to the ledger by the same pair and then compared as text, so two accounts are
-merged only if both hashes collide (odds about n^2 / 2^129: below 10^-24 for 10^7 accounts).
-Everything else is exact integer arithmetic.
+Exactness: integer arithmetic throughout. Text is compared by hash: accounts are told apart by
+the top (64 - log2 n) bits of one 64-bit hash and all 64 of a second, independent one (two
+accounts merge only if both collide: about n^2 / 2^105, below 10^-17 for 10^7 accounts), display
+rows are matched to accounts by the same pair, and a cure's request_id is matched to its
+repay's by a 64-bit hash (a wrong cure passes only if its id collides with its repay's: 2^-64
+per cure). Repeated entry_ids are found by hash and confirmed on the text.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -34,7 +40,7 @@ from .. import contract
 from ..findings import Finding, entry_words, fen
 from . import partition as partitions
 from .rows import DisplayCase, display_finding, entry_dict, is_rfc3339
-from .sources import Table
+from .sources import NotInSeqOrder, Table
 
 CHECKER = "ledger"  # ledger-rule findings speak for the ledger checker, as the reference's do
 OPEN, DRAW, REPAY, LIMIT, STATUS = range(5)
@@ -48,9 +54,10 @@ PROBLEMS = ("bad_seq", "bad_entry_id", "bad_request_id", "bad_account_id", "bad_
             "bad_product", "bad_credit_line", "bad_amount", "bad_status", "bad_reason")
 REUSED = "entry_id_reused"
 EXAMPLES_MAX = 3
-ID_CLASS = "[A-Za-z0-9._:-]"
-ID_REGEX = f"^{ID_CLASS}{{1,64}}$"
-REQUEST_ID_REGEX = f"^{ID_CLASS}{{1,64}}({re.escape(contract.CURE_SUFFIX)})?$"
+ID_CLASS = "A-Za-z0-9._:-"
+ID_LEN_MAX = 64
+assert contract.ID_PATTERN.pattern == f"[{ID_CLASS}]{{1,{ID_LEN_MAX}}}", "the id rule moved"
+BAD_ID_CHARACTER = f"[^{ID_CLASS}]"
 # Timestamps this matches are RFC 3339 for certain (days up to 28 exist in every month); the
 # few it does not match are judged one by one with the checker's own parse.
 SURE_AT_REGEX = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])"
@@ -60,24 +67,29 @@ SEEDS = (0x5EED_0001, 0x5EED_0002)
 
 def run(ledger: Table, display: Table, cut_seq: int | None,
         partition: tuple[int, int] | None) -> tuple[list[Finding], dict]:
-    """Findings and stats (seconds per stage: derive, check, compare, classify)."""
+    """Findings and stats (seconds per stage: read, derive, check, compare, classify)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    shape = _shape(ledger.frame)
-    accounts = _group(ledger.frame, shape, partition)
+    try:
+        shape = _shape(ledger.batches(), ledger.rows_max, partition)
+    except NotInSeqOrder:  # an export out of seq order: read whole, sorted
+        shape = _shape(iter([ledger.frame]), ledger.frame.height, partition)
+    _mark_reused(ledger, shape)
+    accounts = _group(shape)
     state = _derive(accounts)
-    seconds["derive"] = _lap(started)
+    seconds["read"] = shape.read_s
+    seconds["derive"] = _lap(started) - shape.read_s
     started = time.perf_counter()
-    flags = _judge(accounts, state, ledger.frame)
+    flags = _judge(accounts, state, shape)
     seconds["check"] = _lap(started)
     started = time.perf_counter()
     display_frame = _partitioned_display(display.frame, partition)
-    cases = _compare(display_frame, accounts, state, cut_seq)
+    cases = _compare(display_frame, ledger, shape, accounts, state, cut_seq)
     seconds["compare"] = _lap(started)
     started = time.perf_counter()
-    malformed = _malformed(ledger.frame, shape, accounts, partition)
+    malformed = _malformed(ledger, shape, partition)
     findings = (_structure_findings(malformed)
-                + _rule_findings(ledger.frame, accounts, state, flags)
+                + _rule_findings(ledger, shape, accounts, state, flags)
                 + [display_finding(case) for case in cases])
     seconds["classify"] = _lap(started)
     stats = {"accounts": len(accounts.starts),
@@ -90,100 +102,181 @@ def _lap(started: float) -> float:
     return time.perf_counter() - started
 
 
-# -- 1. the format of each entry ------------------------------------------------------------------
+# -- 1. the format of each entry, a slice of the ledger at a time ---------------------------------
+
+# Bits of a row's kind code above the entry type (TYPE_CODES, below 8).
+CURE_BIT = 16  # a status entry whose request_id ends with the cure suffix
+SUFFIX_BIT = 32  # any entry whose request_id ends with the cure suffix
+CURED_BIT = 64  # reason is the cure's reason
+ACCOUNT_PROBLEM = PROBLEMS.index("bad_account_id") + 1
+REUSED_PROBLEM = len(PROBLEMS) + 1  # an entry_id seen at a lower seq: left out like the rest
+
 
 @dataclass
 class _Shape:
-    """Per source row, in seq order: the first format problem (0: none) and the compact
-    columns the rules need. The account_id's own format is judged per account later (a tenth
-    of the work), see `_bad_account_ids`."""
+    """Per ledger row, in seq order (`position`): the first format problem (0: none) and the
+    compact columns the rules need. The text itself is not kept: the words of a finding read
+    their rows back from the source (`Table.fetch`)."""
 
-    problem: np.ndarray  # uint8, index into PROBLEMS + 1
-    kind: np.ndarray  # uint8: TYPE_CODES, + CURE_BIT for a status entry with a cure's id
+    seq: np.ndarray  # int64
+    problem: np.ndarray  # uint8, index into PROBLEMS + 1, or REUSED_PROBLEM
+    kind: np.ndarray  # uint8: TYPE_CODES | CURE_BIT | SUFFIX_BIT | CURED_BIT
     value: np.ndarray  # int64: amount, credit line or status code, by kind
-    account_hashes: tuple[np.ndarray, np.ndarray] | None  # two independent uint64 hashes
-    entry_id_hash: np.ndarray | None  # uint64
+    hashes: tuple[np.ndarray, np.ndarray] | None  # two independent uint64 hashes of account_id
+    entry_id_hash: np.ndarray | None  # uint64; dropped when no two entry_ids share a hash
+    request_id_hash: np.ndarray  # uint64
+    # The rows whose request_id ends with the cure suffix (usually a few per cent), and the hash
+    # of their request_id without it: a cure names its repay by that.
+    suffixed: np.ndarray  # positions, sorted
+    suffixed_base_hash: np.ndarray  # uint64
+    rows: np.ndarray | None  # the source row of each position; None when they are the same
+    malformed: pl.DataFrame  # the rows with a format problem: their columns and `_problem`
+    read_s: float  # of the time, how much went into reading the slices
 
 
-CURE_BIT = 16
-ACCOUNT_PROBLEM = PROBLEMS.index("bad_account_id") + 1
+# The per-row arrays a slice adds to the whole, and their types.
+SLICE_COLUMNS = {"row": np.int64, "seq": np.int64, "problem": np.uint8, "kind": np.uint8,
+                 "value": np.int64, "h1": np.uint64, "h2": np.uint64,
+                 "entry_id_hash": np.uint64, "request_id_hash": np.uint64}
 
 
-def _shape(frame: pl.DataFrame) -> _Shape:
-    # One parallel pass over the text columns; each column is read by one expression only (a
-    # column used twice in one polars select may be scanned twice).
+def _shape(batches: Iterator[pl.DataFrame], rows_max: int,
+           partition: tuple[int, int] | None) -> _Shape:
+    # Each slice is copied into arrays made once for the whole ledger (`rows_max`, trimmed to
+    # what the cut keeps), so a slice's own buffers go as soon as it is done.
+    whole = {name: np.empty(rows_max, dtype) for name, dtype in SLICE_COLUMNS.items()
+             if name != "row"}  # a partition keeps fewer: trimmed below
+    rows: np.ndarray | None = None  # made only when a slice's rows are not its positions
+    suffixed, suffixed_base_hash, malformed = [], [], []
+    read_s, started, position = 0.0, time.perf_counter(), 0
+    for frame in batches:  # bounded by the ledger's slices
+        read_s += time.perf_counter() - started
+        assert position + frame.height <= rows_max
+        part = _shape_slice(frame, position, partition)
+        kept = len(part["row"])
+        for name in whole:  # bounded: eight columns
+            whole[name][position:position + kept] = part[name]
+        if rows is None and not _counts_up(part["row"], position):
+            rows = np.arange(rows_max, dtype=np.int64)  # every slice before was
+        if rows is not None:
+            rows[position:position + kept] = part["row"]
+        suffixed.append(part["suffixed"])
+        suffixed_base_hash.append(part["suffixed_base_hash"])
+        malformed.append(part["malformed"])
+        position += kept
+        del part
+        started = time.perf_counter()
+    read_s += time.perf_counter() - started
+    whole = {name: values[:position] for name, values in whole.items()}
+    entry_id_hash = whole.pop("entry_id_hash")
+    twice = _hashes_seen_twice(pl.Series(entry_id_hash))
+    return _Shape(whole["seq"], whole["problem"], whole["kind"], whole["value"],
+                  (whole["h1"], whole["h2"]), entry_id_hash if len(twice) else None,
+                  whole["request_id_hash"], _joined(suffixed), _joined(suffixed_base_hash),
+                  None if rows is None else rows[:position],
+                  pl.concat(malformed, how="vertical_relaxed"),
+                  read_s)
+
+
+def _counts_up(rows: np.ndarray, first: int) -> bool:
+    """The source rows are the positions first, first + 1, ...: a slice of a file in order."""
+    return not len(rows) or (rows[0] == first and rows[-1] == first + len(rows) - 1
+                             and bool((np.diff(rows) == 1).all()))
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _shape_slice(frame: pl.DataFrame, first: int, partition: tuple[int, int] | None) -> dict:
+    """The compact columns of one slice, whose first row is at position `first` of the whole.
+    With a partition, only the slice's rows in it (a part's work is its share of the rest)."""
+    if partition is not None:
+        frame = frame.filter(_in_partition_column(frame["account_id"], partition))
     # The codes first, on their own: an expression used several times in one select may be
     # evaluated several times.
     codes = frame.select(_codes("type", contract.ENTRY_TYPES).alias("kind"),
                          _codes("status", contract.STATUSES).alias("status_code"))
     frame = frame.with_columns(codes)  # shares the columns' memory
-    kind_code = pl.col("kind")
-    has_line = kind_code.is_in([OPEN, LIMIT])
-    money_range = (pl.when(has_line).then(pl.col("credit_line").is_between(0, contract.FEN_MAX))
-                   .otherwise(pl.col("amount").is_between(1, contract.FEN_MAX)).fill_null(False))
-    # One int64 per row for what the entry changes: built here, not from numpy copies of the
-    # nullable money columns, which would cost two more 80 MB arrays at 10^7 entries.
+    kind, status = pl.col("kind"), pl.col("status_code")
+    is_open, is_limit, is_status = kind == OPEN, kind == LIMIT, kind == STATUS
+    has_line, is_money = kind.is_in([OPEN, LIMIT]), kind.is_in([DRAW, REPAY])
+    money_ok = (pl.when(has_line).then(pl.col("credit_line").is_between(0, contract.FEN_MAX))
+                .otherwise(pl.col("amount").is_between(1, contract.FEN_MAX)).fill_null(False))
+    suffix = pl.col("request_id").str.ends_with(contract.CURE_SUFFIX).fill_null(False)
+    # The first failing check wins, in the ledger checker's order (PROBLEMS).
+    checks = [pl.col("seq") < 0, ~_is_id("entry_id"), ~_is_request_id(suffix),
+              ~_is_id("account_id"), kind == BAD_CODE, ~_at_ok(frame),
+              is_open & ~pl.col("product").is_in(list(contract.PRODUCTS)).fill_null(False),
+              has_line & ~money_ok, is_money & ~money_ok, is_status & (status == BAD_CODE),
+              (is_limit | is_status) & ~_reason_ok(frame)]
+    assert len(checks) == len(PROBLEMS)
+    problem = pl.when(checks[0]).then(pl.lit(1, pl.UInt8))
+    for code, check in enumerate(checks[1:], 2):  # bounded: one per problem
+        problem = problem.when(check).then(pl.lit(code, pl.UInt8))
+    # One int64 per row for what the entry changes, built by polars: numpy copies of the
+    # nullable money columns would cost two more arrays of the slice.
     value = (pl.when(has_line).then(pl.col("credit_line"))
-             .when(kind_code.is_in([DRAW, REPAY])).then(pl.col("amount"))
-             .otherwise(pl.col("status_code").cast(pl.Int64)).fill_null(0))
-    base = frame.select(
-        kind_code,
-        value.alias("value"),
-        money_range.alias("money_ok"),
-        pl.col("status_code").alias("status"),
-        pl.col("entry_id").str.contains(ID_REGEX).fill_null(False).alias("entry_id_ok"),
-        pl.col("request_id").str.contains(REQUEST_ID_REGEX).fill_null(False)
-        .alias("request_id_ok"),
-        pl.col("request_id").str.ends_with(contract.CURE_SUFFIX).fill_null(False).alias("cure"),
-        pl.col("product").is_in(list(contract.PRODUCTS)).fill_null(False).alias("product_ok"),
-        _reason_ok(frame).alias("reason_ok"),
-        _at_ok(frame).alias("at_ok"),
+             .when(is_money).then(pl.col("amount"))
+             .otherwise(status.cast(pl.Int64)).fill_null(0))
+    bits = [(is_status & suffix, CURE_BIT), (suffix, SUFFIX_BIT),
+            ((pl.col("reason") == contract.CURE_REASON).fill_null(False), CURED_BIT)]
+    packed = kind
+    for condition, bit in bits:  # bounded: three bits
+        packed = packed | pl.when(condition).then(pl.lit(bit, pl.UInt8)).otherwise(
+            pl.lit(0, pl.UInt8))
+    # Lazy, so polars runs the columns in parallel and shares what they have in common.
+    base = frame.lazy().select(
+        pl.col("row"), pl.col("seq"),
+        problem.otherwise(pl.lit(0, pl.UInt8)).alias("problem"),
+        packed.alias("kind"), value.alias("value"),
         _at_unsure(frame).alias("at_unsure"),
         pl.col("account_id").hash(SEEDS[0]).alias("h1"),
         pl.col("account_id").hash(SEEDS[1]).alias("h2"),
         pl.col("entry_id").hash(SEEDS[0]).alias("entry_id_hash"),
-    )
-    kind = base["kind"].to_numpy()
-    status = base["status"].to_numpy()
-    is_open, is_limit, is_status = kind == OPEN, kind == LIMIT, kind == STATUS
-    is_money = (kind == DRAW) | (kind == REPAY)
-    has_line = is_open | is_limit
-    money_bad = ~base["money_ok"].to_numpy()
-    checks = [
-        lambda: frame["seq"].to_numpy() < 0,
-        lambda: ~base["entry_id_ok"].to_numpy(),
-        lambda: ~base["request_id_ok"].to_numpy(),
-        lambda: frame["account_id"].is_null().to_numpy(),  # the text is judged per account
-        lambda: kind == BAD_CODE,
-        lambda: ~base["at_ok"].to_numpy(),
-        lambda: is_open & ~base["product_ok"].to_numpy(),
-        lambda: has_line & money_bad,
-        lambda: is_money & money_bad,
-        lambda: is_status & (status == BAD_CODE),
-        lambda: (is_limit | is_status) & ~base["reason_ok"].to_numpy(),
-    ]
-    assert len(checks) == len(PROBLEMS)
-    problem = np.zeros(len(kind), np.uint8)
-    for code in range(len(checks), 0, -1):  # bounded: one per problem; the first one wins
-        failed = checks[code - 1]()
-        if failed.any():
-            problem[failed] = code
-    _confirm_at(frame, base["at_unsure"], problem)
-    packed = kind | np.where(is_status & base["cure"].to_numpy(), CURE_BIT, 0).astype(np.uint8)
-    return _Shape(problem, packed, base["value"].to_numpy(),
-                  (base["h1"].to_numpy(), base["h2"].to_numpy()),
-                  base["entry_id_hash"].to_numpy())
+        pl.col("request_id").hash(SEEDS[0]).alias("request_id_hash"),
+    ).collect()
+    out = {name: base[name].to_numpy() for name in
+           ("row", "seq", "kind", "value", "h1", "h2", "entry_id_hash", "request_id_hash")}
+    out["problem"] = base["problem"].to_numpy().copy()  # written to by the check below
+    _confirm_at(frame, base["at_unsure"], out["problem"])
+    suffixed = np.flatnonzero(out["kind"] & SUFFIX_BIT)
+    out["suffixed"] = suffixed.astype(np.int64) + first
+    out["suffixed_base_hash"] = (frame["request_id"].gather(suffixed)
+                                 .str.strip_suffix(contract.CURE_SUFFIX).hash(SEEDS[0])
+                                 .to_numpy())
+    bad = np.flatnonzero(out["problem"])
+    out["malformed"] = frame.drop("kind", "status_code")[bad].with_columns(
+        pl.Series("_problem", out["problem"][bad]))
+    return out
 
 
 def _codes(column: str, names: tuple[str, ...]) -> pl.Expr:
-    """The index of the value in `names`, BAD_CODE when it is none of them (or null). A chain of
-    equalities: a short text or a category compares as one machine word, which beats a hash
-    lookup per row."""
-    code = pl.lit(BAD_CODE, pl.UInt8)
-    for index in range(len(names) - 1, -1, -1):  # bounded by the names
-        code = pl.when(pl.col(column) == names[index]).then(pl.lit(index, pl.UInt8)) \
-            .otherwise(code)
-    return code
+    """The index of the value in `names`, BAD_CODE when it is none of them (or null): a cast to
+    an enum, which maps each distinct text (or category) once, not each row."""
+    assert len(names) < 8
+    return (pl.col(column).cast(pl.Enum(list(names)), strict=False).to_physical()
+            .cast(pl.UInt8).fill_null(BAD_CODE))
+
+
+def _is_id(column: str) -> pl.Expr:
+    """The contract's id rule (1 to 64 of [A-Za-z0-9._:-]): the class is ASCII, so bytes are
+    characters; looking for one character outside it is a plain scan, much cheaper than
+    matching a counted repetition."""
+    text = pl.col(column)
+    return (text.str.len_bytes().is_between(1, ID_LEN_MAX)
+            & ~text.str.contains(BAD_ID_CHARACTER)).fill_null(False)
+
+
+def _is_request_id(suffix: pl.Expr) -> pl.Expr:
+    """An id, or an id of up to 64 followed by the cure suffix (the suffix is itself of the
+    class, so only the length limit differs)."""
+    text = pl.col("request_id")
+    length = text.str.len_bytes()
+    longest = ID_LEN_MAX + len(contract.CURE_SUFFIX)
+    return ((length.is_between(1, ID_LEN_MAX)
+             | (length.is_between(ID_LEN_MAX + 1, longest) & suffix))
+            & ~text.str.contains(BAD_ID_CHARACTER)).fill_null(False)
 
 
 def _reason_ok(frame: pl.DataFrame) -> pl.Expr:
@@ -212,12 +305,51 @@ def _at_unsure(frame: pl.DataFrame) -> pl.Expr:
 def _confirm_at(frame: pl.DataFrame, unsure: pl.Series, problem: np.ndarray) -> None:
     """The checker's own parse for the timestamps the pattern left open: they were assumed good,
     so a row whose only problem could be `at` becomes bad_at when the parse refuses it."""
+    if unsure.len() != len(problem) or not unsure.any():  # a literal: typed timestamps
+        return
     rows = np.flatnonzero(unsure.to_numpy())
     at_code = PROBLEMS.index("bad_at") + 1
-    texts = frame["at"].gather(rows).to_list() if len(rows) else []
+    texts = frame["at"].gather(rows).to_list()
     for row, text in zip(rows, texts):  # bounded by the unusual timestamps
         if (problem[row] == 0 or problem[row] > at_code) and not is_rfc3339(text):
             problem[row] = at_code
+
+
+def _hashes_seen_twice(hashes: pl.Series) -> np.ndarray:
+    """The entry_id hash values that occur more than once among all rows (a superset of the
+    judged rows' duplicates, which is all `_mark_reused` needs). Counting distinct values is
+    one parallel hash pass; only a ledger with a repeat pays for finding which."""
+    if hashes.n_unique() == hashes.len():
+        return np.zeros(0, np.uint64)
+    return hashes.filter(hashes.is_duplicated()).unique().to_numpy()
+
+
+def _judged(shape: _Shape) -> np.ndarray:
+    """Per position: the rules judge the row (well formed; only a partition's rows are
+    shaped at all)."""
+    return shape.problem == 0
+
+
+def _mark_reused(ledger: Table, shape: _Shape) -> None:
+    """Rows whose entry_id a judged row before them (lower seq) already has: the checker leaves
+    those out. Hash-equal candidates (rare) are compared as text, read back."""
+    if shape.entry_id_hash is None:
+        return
+    twice = _hashes_seen_twice(pl.Series(shape.entry_id_hash))
+    candidates = np.flatnonzero(_judged(shape) & np.isin(shape.entry_id_hash, twice))
+    shape.entry_id_hash = None
+    if not len(candidates):
+        return
+    texts = ledger.fetch(_source_rows(shape, candidates))["entry_id"].to_list()
+    seen: set[str] = set()
+    for position, entry_id in zip(candidates.tolist(), texts):  # bounded by the candidates
+        if entry_id in seen:
+            shape.problem[position] = REUSED_PROBLEM
+        seen.add(entry_id)
+
+
+def _source_rows(shape: _Shape, positions: np.ndarray) -> np.ndarray:
+    return positions if shape.rows is None else shape.rows[positions]
 
 
 # -- 2. accounts made contiguous ------------------------------------------------------------------
@@ -225,30 +357,34 @@ def _confirm_at(frame: pl.DataFrame, unsure: pl.Series, problem: np.ndarray) -> 
 @dataclass
 class _Accounts:
     """The rules' rows grouped by account: `order[i]` is the seq-order position (into `good`) of
-    the i-th row in account order; the other per-row arrays are in account order."""
+    the i-th row in account order; the other per-row arrays are in account order. Accounts are
+    known by (the top bits of one hash, a second hash), and sorted by that pair."""
 
-    good: np.ndarray | None  # source rows the rules judge (None: all of them)
+    good: np.ndarray | None  # positions the rules judge (None: all of them)
     seq: np.ndarray  # seq of the good rows, seq order
     order: np.ndarray  # int64
     first: np.ndarray  # bool: the row starts its account
     kind: np.ndarray  # uint8, TYPE_CODES
-    cure_shape: np.ndarray  # bool
+    bits: np.ndarray  # uint8: CURE_BIT | SUFFIX_BIT | CURED_BIT
     value: np.ndarray  # int64
-    hashes: tuple[np.ndarray, np.ndarray]  # per account, in account order
-    names: pl.Series  # per account, in account order
-    reused: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # source rows
+    hashes: tuple[np.ndarray, np.ndarray]  # per account, in account order: (prefix, h2)
+    shift: np.uint64  # prefix = h1 >> shift
 
-    @property
+    @functools.cached_property
     def starts(self) -> np.ndarray:
         return np.flatnonzero(self.first)
 
-    @property
+    @functools.cached_property
     def ends(self) -> np.ndarray:
         return np.append(self.starts[1:], len(self.first))
 
-    def source_row(self, position: np.ndarray | int) -> np.ndarray | int:
-        """The source frame row of account-order position(s)."""
-        at = self.order[position]
+    @property
+    def cure_shape(self) -> np.ndarray:
+        return (self.bits & CURE_BIT) != 0
+
+    def position(self, at: np.ndarray | int) -> np.ndarray | int:
+        """The seq-order position (into the shape's arrays) of account-order row(s)."""
+        at = self.order[at]
         return at if self.good is None else self.good[at]
 
 
@@ -256,59 +392,25 @@ def _take(values: np.ndarray, good: np.ndarray | None) -> np.ndarray:
     return values if good is None else values[good]
 
 
-def _group(frame: pl.DataFrame, shape: _Shape, partition: tuple[int, int] | None) -> _Accounts:
-    # The entry_id duplicate search sorts 10^7 hashes; numpy lets go of the GIL to sort, so it
-    # runs on the other core while this one sorts the accounts.
-    with ThreadPoolExecutor(1) as pool:
-        twice = pool.submit(_hashes_seen_twice, shape.entry_id_hash)
-        accounts = _accounts(frame, shape)
-        keep = _bad_account_ids(shape, accounts)
-        if partition is not None:
-            keep &= _in_partition_rows(accounts, partition)
-        accounts = _keep(accounts, keep)
-        positions, accounts.reused = _reused(frame, shape, accounts, twice.result())
-    shape.entry_id_hash = None
-    if len(positions):
-        keep = np.ones(len(accounts.order), bool)
-        keep[positions] = False
-        reused, accounts = accounts.reused, _keep(accounts, keep)
-        accounts.reused = reused
-    return accounts
-
-
-def _accounts(frame: pl.DataFrame, shape: _Shape) -> _Accounts:
-    good = np.flatnonzero(shape.problem == 0) if shape.problem.any() else None
-    h1, h2 = (_take(h, good) for h in shape.account_hashes)
-    shape.account_hashes = None  # 160 MB at 10 million entries, not needed again
-    order = _account_order(h1)
-    h1s, h2s = np.take(h1, order), np.take(h2, order)
-    del h1, h2
-    _untangle(order, h1s, h2s)
-    first = _starts(h1s, h2s)
-    hashes = (h1s[first], h2s[first])
-    del h1s, h2s
+def _group(shape: _Shape) -> _Accounts:
+    judged = _judged(shape)
+    good = None if judged.all() else np.flatnonzero(judged)
+    h1, h2 = (_take(h, good) for h in shape.hashes)
+    shape.hashes = None  # 160 MB at 10 million entries, not needed again
+    shift = _bits(len(h1))
+    order, prefix = _account_order(h1, shift)
+    del h1
+    h2s = np.take(h2, order)
+    del h2
+    _untangle(order, prefix, h2s)
+    first = _starts(prefix, h2s)
+    hashes = (prefix[first], h2s[first])
+    del prefix, h2s
     rows = order if good is None else good[order]
     kind = np.take(shape.kind, rows)
     value = np.take(shape.value, rows)
-    names = frame["account_id"].gather(rows[first])
-    return _Accounts(good, _take(frame["seq"].to_numpy(), good), order, first,
-                     kind & ~np.uint8(CURE_BIT), kind >= CURE_BIT, value, hashes, names)
-
-
-def _bad_account_ids(shape: _Shape, accounts: _Accounts) -> np.ndarray:
-    """Rows to keep (account order): an account_id that is no contract id makes every row of
-    the account a bad_account_id problem (unless an earlier problem of the row came first,
-    which only rows already left out can have)."""
-    bad_account = ~accounts.names.str.contains(ID_REGEX).fill_null(False).to_numpy()
-    lengths = np.diff(np.append(accounts.starts, len(accounts.order)))
-    keep = ~np.repeat(bad_account, lengths)
-    if not keep.all():
-        shape.problem[accounts.source_row(np.flatnonzero(~keep))] = ACCOUNT_PROBLEM
-    return keep
-
-
-def _global(accounts: _Accounts) -> np.ndarray:
-    return accounts.order if accounts.good is None else accounts.good[accounts.order]
+    return _Accounts(good, _take(shape.seq, good), order, first, kind & np.uint8(7),
+                     kind & ~np.uint8(7), value, hashes, shift)
 
 
 def _bits(n: int) -> np.uint64:
@@ -317,93 +419,36 @@ def _bits(n: int) -> np.uint64:
     return np.uint64(bits)
 
 
-def _account_order(h1: np.ndarray) -> np.ndarray:
-    """A permutation grouping rows by the top bits of h1, seq order kept within a group."""
-    n = len(h1)
-    shift = _bits(n)
-    # One sort of a single uint64: numpy sorts these with SIMD, several times faster than any
-    # argsort; the row position in the low bits keeps seq order within a hash prefix.
+def _account_order(h1: np.ndarray, shift: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    """(a permutation grouping rows by the top bits of h1, seq order kept within a group; the
+    top bits in that order)."""
+    # One sort of a single uint64 (polars sorts these on every core, twice as fast as numpy
+    # here); the row position in the low bits keeps seq order within a hash prefix.
     key = h1 >> shift
     key <<= shift
-    key |= np.arange(n, dtype=np.uint64)
-    key.sort()
-    key &= np.uint64((1 << int(shift)) - 1)
-    return key.astype(np.int64)
+    key |= np.arange(len(h1), dtype=np.uint64)
+    key = pl.Series(key).sort(multithreaded=True).to_numpy()
+    order = (key & np.uint64((1 << int(shift)) - 1)).astype(np.int64)
+    return order, key >> shift
 
 
-def _untangle(order: np.ndarray, h1s: np.ndarray, h2s: np.ndarray) -> None:
-    """Accounts sharing a hash prefix come out interleaved; sort each such run by the full
-    hashes. With 64 - log2(n) prefix bits this touches a run or two per million accounts."""
-    shift = _bits(len(order))
-    prefix = h1s >> shift
+def _untangle(order: np.ndarray, prefix: np.ndarray, h2s: np.ndarray) -> None:
+    """Accounts sharing a hash prefix come out interleaved; sort each such run by the second
+    hash. With 64 - log2(n) prefix bits this touches a run or two per million accounts."""
     tangled = prefix[1:] == prefix[:-1]
-    tangled &= (h1s[1:] != h1s[:-1]) | (h2s[1:] != h2s[:-1])
+    tangled &= h2s[1:] != h2s[:-1]
     for value in np.unique(prefix[:-1][tangled]):  # bounded by the runs that need it
         lo = int(np.searchsorted(prefix, value, "left"))
         hi = int(np.searchsorted(prefix, value, "right"))
-        local = np.lexsort((order[lo:hi], h2s[lo:hi], h1s[lo:hi]))
-        order[lo:hi], h1s[lo:hi], h2s[lo:hi] = \
-            order[lo:hi][local], h1s[lo:hi][local], h2s[lo:hi][local]
+        local = np.lexsort((order[lo:hi], h2s[lo:hi]))
+        order[lo:hi], h2s[lo:hi] = order[lo:hi][local], h2s[lo:hi][local]
 
 
-def _starts(h1s: np.ndarray, h2s: np.ndarray) -> np.ndarray:
-    first = np.ones(len(h1s), bool)
-    np.not_equal(h1s[1:], h1s[:-1], out=first[1:])
+def _starts(prefix: np.ndarray, h2s: np.ndarray) -> np.ndarray:
+    first = np.ones(len(prefix), bool)
+    np.not_equal(prefix[1:], prefix[:-1], out=first[1:])
     first[1:] |= h2s[1:] != h2s[:-1]
     return first
-
-
-def _keep(accounts: _Accounts, keep_rows: np.ndarray) -> _Accounts:
-    """`accounts` restricted to the rows where `keep_rows` (account order) holds."""
-    if keep_rows.all():
-        return accounts
-    account_of = np.cumsum(accounts.first) - 1
-    kept_account = account_of[keep_rows]
-    first = np.ones(len(kept_account), bool)
-    first[1:] = kept_account[1:] != kept_account[:-1]
-    alive = np.bincount(kept_account, minlength=len(accounts.names)) > 0
-    return _Accounts(accounts.good, accounts.seq, accounts.order[keep_rows], first,
-                     accounts.kind[keep_rows], accounts.cure_shape[keep_rows],
-                     accounts.value[keep_rows], tuple(h[alive] for h in accounts.hashes),
-                     accounts.names.filter(pl.Series(alive)))
-
-
-def _in_partition_rows(accounts: _Accounts, partition: tuple[int, int]) -> np.ndarray:
-    """Per account-order row: its account is in the partition (one CRC-32 per account)."""
-    k, n = partition
-    in_part = partitions.crc32_column(accounts.names) % n == k - 1
-    return np.repeat(in_part, np.diff(np.append(accounts.starts, len(accounts.order))))
-
-
-def _hashes_seen_twice(hashes: np.ndarray) -> np.ndarray:
-    """The entry_id hash values that occur more than once among all rows (a superset of the
-    judged rows' duplicates, which is all `_reused` needs)."""
-    ordered = np.sort(hashes)
-    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-
-
-def _reused(frame: pl.DataFrame, shape: _Shape, accounts: _Accounts,
-            twice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(account-order positions, source rows) of the rows whose entry_id a row before them
-    (lower seq) among the judged ones already has: the checker leaves those out."""
-    none = np.zeros(0, np.int64)
-    if not len(twice):
-        return none, none
-    judged = np.zeros(len(shape.problem), bool)
-    judged[_global(accounts)] = True
-    candidates = np.flatnonzero(judged & np.isin(shape.entry_id_hash, twice))  # seq order
-    seen: set[str] = set()
-    reused = []
-    for row, entry_id in zip(candidates, frame["entry_id"].gather(candidates).to_list()):
-        if entry_id in seen:  # bounded by the candidates
-            reused.append(row)
-        seen.add(entry_id)
-    if not reused:
-        return none, none
-    position_of = np.full(len(shape.problem), -1, np.int64)
-    position_of[_global(accounts)] = np.arange(len(accounts.order))
-    source_rows = np.asarray(reused, np.int64)
-    return np.sort(position_of[source_rows]), source_rows
 
 
 # -- 3. the oracle, every entry at once -----------------------------------------------------------
@@ -422,32 +467,43 @@ class _State:
         return np.where(self.status[at] == ACTIVE, headroom, 0)
 
 
+# What each kind does to the outstanding balance.
+SIGN = np.zeros(256, np.int8)
+SIGN[DRAW], SIGN[REPAY] = 1, -1
+
+
 def _derive(accounts: _Accounts) -> _State:
+    """Every quantity is a value carried forward from the latest row that set it (a segment),
+    or, for the balance, a running sum restarted at each segment: one pass each."""
     kind, value, first = accounts.kind, accounts.value, accounts.first
-    n = len(kind)
-    # Positions fit 32 bits below 2^31 rows: half the memory traffic of the running maxima.
-    index_type = np.int32 if n < 2**31 else np.int64
-    position = np.arange(n, dtype=index_type)
     is_open = kind == OPEN
-    delta = np.where(kind == DRAW, value, 0)
-    delta -= np.where(kind == REPAY, value, 0)
-    outstanding = np.cumsum(delta)
-    # Each open starts the account afresh (as does the account's first row, before any open):
-    # subtract the running total as it stood just before the latest restart (in place).
-    restart = np.maximum.accumulate(np.where(first | is_open, position, 0))
-    before_restart = outstanding[restart]
-    before_restart -= delta[restart]
-    outstanding -= before_restart
-    del delta, restart, before_restart
-    account_start = np.maximum.accumulate(np.where(first, position, 0))
-    opened = np.maximum.accumulate(np.where(is_open, position, -1)) >= account_start
-    del account_start
-    line_at = np.maximum.accumulate(np.where(is_open | (kind == LIMIT), position, 0))
-    credit_line = value[line_at]
-    del line_at
-    status_at = np.maximum.accumulate(np.where(is_open | (kind == STATUS), position, 0))
-    status = np.where(kind[status_at] == OPEN, ACTIVE, value[status_at]).astype(np.int8)
+    outstanding = np.multiply(value, SIGN[kind], dtype=np.int64)
+    # Each open starts the account afresh (as does the account's first row, before any open).
+    restart = np.flatnonzero(first | is_open)
+    restart_delta = outstanding[restart]
+    np.cumsum(outstanding, out=outstanding)
+    before_restart = outstanding[restart] - restart_delta
+    outstanding -= np.repeat(before_restart, _lengths(restart, len(kind)))
+    opened = np.repeat(is_open[restart], _lengths(restart, len(kind)))
+    # Rows before an account's first open keep a line and status of 0 / active: they are
+    # never read, as nothing is opened there.
+    line_set = np.flatnonzero(first | is_open | (kind == LIMIT))
+    line = np.where(first[line_set] & ~is_open[line_set] & (kind[line_set] != LIMIT), 0,
+                    value[line_set])
+    credit_line = np.repeat(line, _lengths(line_set, len(kind)))
+    status_set = np.flatnonzero(first | is_open | (kind == STATUS))
+    code = np.where(kind[status_set] == STATUS, value[status_set], ACTIVE).astype(np.int8)
+    status = np.repeat(code, _lengths(status_set, len(kind)))
     return _State(opened, outstanding, credit_line, status)
+
+
+def _lengths(starts: np.ndarray, n: int) -> np.ndarray:
+    """The length of each segment that begins at `starts` (sorted, starting at 0) and runs to
+    the next, the last to `n`."""
+    lengths = np.empty(len(starts), np.int64)
+    lengths[:-1] = np.diff(starts)
+    lengths[-1:] = n - starts[-1:]
+    return lengths
 
 
 # -- 4. the ledger rules --------------------------------------------------------------------------
@@ -471,7 +527,7 @@ def _before(values: np.ndarray, first: np.ndarray, fill) -> np.ndarray:
     return out
 
 
-def _judge(accounts: _Accounts, state: _State, frame: pl.DataFrame) -> _Flags:
+def _judge(accounts: _Accounts, state: _State, shape: _Shape) -> _Flags:
     kind, value, first = accounts.kind, accounts.value, accounts.first
     opened_b = _before(state.opened, first, False)
     out_b = _before(state.outstanding, first, 0)
@@ -479,7 +535,7 @@ def _judge(accounts: _Accounts, state: _State, frame: pl.DataFrame) -> _Flags:
     available_b = np.where(status_b == ACTIVE,
                            np.maximum(0, _before(state.credit_line, first, 0) - out_b), 0)
     cure_due = (kind == REPAY) & opened_b & (status_b == OVERDUE) & (out_b > 0) & (value == out_b)
-    consumed, cure_due = _cures_taken(accounts, cure_due, frame)
+    consumed, cure_due = _cures_taken(accounts, cure_due, shape)
     is_open = kind == OPEN
     plain = ~consumed & ~is_open & opened_b & ~accounts.cure_shape
     draw, repay = plain & (kind == DRAW), plain & (kind == REPAY)
@@ -500,38 +556,45 @@ def _judge(accounts: _Accounts, state: _State, frame: pl.DataFrame) -> _Flags:
         second_open=np.flatnonzero(~consumed & is_open & opened_b),
         no_open=np.flatnonzero(~consumed & ~is_open & ~opened_b),
         cure_not_due=np.flatnonzero(~consumed & ~is_open & opened_b & accounts.cure_shape),
-        cure_wrong=_wrong_cures(accounts, consumed, frame),
+        cure_wrong=_wrong_cures(accounts, consumed),
         missing_cure=np.flatnonzero(cure_due & ~next_taken),
     )
 
 
 def _cures_taken(accounts: _Accounts, cure_due: np.ndarray,
-                 frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+                 shape: _Shape) -> tuple[np.ndarray, np.ndarray]:
     """(rows taken as the cure of the repay above, cure_due without those rows): a row is its
-    repay's cure when its request_id is the repay's plus ":cure"; a row so taken is not judged,
-    and so cannot itself make a cure due."""
+    repay's cure when its request_id is the repay's plus ":cure" (compared by hash: the row's
+    id without the suffix against the repay's id); a row so taken is not judged, and so cannot
+    itself make a cure due."""
     consumed = np.zeros(len(cure_due), bool)
     candidates = np.flatnonzero(cure_due[:-1] & ~accounts.first[1:]) + 1
-    if not len(candidates):
+    candidates = candidates[(accounts.bits[candidates] & SUFFIX_BIT) != 0]
+    if not len(candidates) or not len(shape.suffixed):
         return consumed, cure_due
+    here = accounts.position(candidates)
+    at = np.minimum(np.searchsorted(shape.suffixed, here), len(shape.suffixed) - 1)
+    assert (shape.suffixed[at] == here).all(), "a suffixed row without its base hash"
+    above = shape.request_id_hash[accounts.position(candidates - 1)]
+    taken = candidates[shape.suffixed_base_hash[at] == above]
     cure_due = cure_due.copy()
-    request_ids = frame["request_id"]
-    above = request_ids.gather(accounts.source_row(candidates - 1)).to_list()
-    here = request_ids.gather(accounts.source_row(candidates)).to_list()
-    for position, repay_id, request_id in zip(candidates, above, here):  # bounded: cures due
-        if cure_due[position - 1] and request_id == repay_id + contract.CURE_SUFFIX:
-            consumed[position] = True
-            cure_due[position] = False
+    consumed[taken] = True
+    if consumed[taken - 1].any():
+        # A taken row that is itself the repay of the next one: once taken it makes no cure
+        # due, so the next is not taken. Rare: resolved one by one, in order.
+        consumed[taken] = False
+        for position in taken.tolist():  # bounded by the taken rows
+            if cure_due[position - 1]:
+                consumed[position], cure_due[position] = True, False
+        return consumed, cure_due
+    cure_due[taken] = False
     return consumed, cure_due
 
 
-def _wrong_cures(accounts: _Accounts, consumed: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
+def _wrong_cures(accounts: _Accounts, consumed: np.ndarray) -> np.ndarray:
     positions = np.flatnonzero(consumed)
-    if not len(positions):
-        return positions
-    reasons = frame["reason"].gather(accounts.source_row(positions)).to_list()
     right = ((accounts.kind[positions] == STATUS) & (accounts.value[positions] == ACTIVE)
-             & np.array([r == contract.CURE_REASON for r in reasons], bool))
+             & ((accounts.bits[positions] & CURED_BIT) != 0))
     return positions[~right]
 
 
@@ -578,8 +641,8 @@ def _oracle_per_row(display: pl.DataFrame, accounts: _Accounts, state: _State) -
     return _Oracle(group, known, has_seq, as_of_seq, last, last_seq, at, view_at, final)
 
 
-def _compare(display: pl.DataFrame, accounts: _Accounts, state: _State,
-             cut_seq: int | None) -> list[DisplayCase]:
+def _compare(display: pl.DataFrame, ledger: Table, shape: _Shape, accounts: _Accounts,
+             state: _State, cut_seq: int | None) -> list[DisplayCase]:
     if not len(accounts.order):
         nothing = _Context({}, {}, np.zeros(0), np.zeros(0), cut_seq)
         return [_display_case("unknown_account", display, row, nothing)
@@ -599,11 +662,12 @@ def _compare(display: pl.DataFrame, accounts: _Accounts, state: _State,
     for problem, mask in problems:  # bounded: five problems
         for row in np.flatnonzero(mask):  # bounded by the flagged rows
             cases.append(_display_case(problem, display, int(row), context))
-    seen = np.zeros(len(accounts.names), bool)
+    seen = np.zeros(len(accounts.starts), bool)
     seen[o.group[known]] = True
     missing = np.flatnonzero(~seen)
-    names = accounts.names.gather(missing).to_list()
     ends = accounts.ends
+    last_rows = _source_rows(shape, accounts.position(ends[missing] - 1))
+    names = ledger.fetch(last_rows)["account_id"].to_list() if len(missing) else []
     for account, account_id in zip(missing, names):  # bounded by the accounts without a row
         position = int(ends[account] - 1)
         cases.append(DisplayCase("missing_row", account_id, None, None, None,
@@ -616,8 +680,12 @@ def expected_display(ledger: Table, display: Table) -> pl.DataFrame:
     """What each display row should show by the oracle (at its as_of_seq, or the final state
     when null): the expected table a generic table comparer is given in the benchmark. Nulls
     where the ledger gives no state."""
-    shape = _shape(ledger.frame)
-    accounts = _group(ledger.frame, shape, None)
+    try:
+        shape = _shape(ledger.batches(), ledger.rows_max, None)
+    except NotInSeqOrder:
+        shape = _shape(iter([ledger.frame]), ledger.frame.height, None)
+    _mark_reused(ledger, shape)
+    accounts = _group(shape)
     state = _derive(accounts)
     o = _oracle_per_row(display.frame, accounts, state)
     opened = o.view_at["opened"]
@@ -645,32 +713,13 @@ class _Context:
 
 def _display_groups(display: pl.DataFrame, accounts: _Accounts) -> np.ndarray:
     """For each display row, its account's index in account order, or -1."""
-    h1, h2 = accounts.hashes
-    hashes = display.select(pl.col("account_id").hash(SEEDS[0]).alias("h1"),
-                            pl.col("account_id").hash(SEEDS[1]).alias("h2"))
-    d1, d2 = hashes["h1"].to_numpy(), hashes["h2"].to_numpy()
-    by_h1 = np.argsort(h1)
-    sorted_h1 = h1[by_h1]
-    if (sorted_h1[1:] == sorted_h1[:-1]).any():
-        return _display_groups_joined(h1, h2, d1, d2)  # two accounts share h1: use both keys
-    by_d1 = np.argsort(d1)  # sorted keys keep the binary searches in cache
-    at = np.empty(len(d1), np.int64)
-    at[by_d1] = np.minimum(np.searchsorted(sorted_h1, d1[by_d1]), len(h1) - 1)
-    group = by_h1[at]
-    group = np.where((sorted_h1[at] == d1) & (h2[group] == d2), group, -1)
-    # Matched by hashes; the names themselves must agree, or two ids collided in 128 bits.
-    matched = np.flatnonzero(group >= 0)
-    names = accounts.names.gather(group[matched])
-    assert (names == display["account_id"].gather(matched)).all(), \
-        "two account ids share both 64-bit hashes"
-    return group
-
-
-def _display_groups_joined(h1: np.ndarray, h2: np.ndarray, d1: np.ndarray,
-                           d2: np.ndarray) -> np.ndarray:
-    keys = pl.DataFrame({"h1": h1, "h2": h2, "group": np.arange(len(h1), dtype=np.int64)})
-    rows = pl.DataFrame({"h1": d1, "h2": d2})
-    joined = rows.join(keys, on=["h1", "h2"], how="left", maintain_order="left")
+    prefix, h2 = accounts.hashes
+    keys = pl.DataFrame({"prefix": prefix, "h2": h2,
+                         "group": np.arange(len(prefix), dtype=np.int64)})
+    rows = display.select(pl.col("account_id").hash(SEEDS[0]).alias("prefix"),
+                          pl.col("account_id").hash(SEEDS[1]).alias("h2"))
+    rows = rows.with_columns(pl.Series("prefix", rows["prefix"].to_numpy() >> accounts.shift))
+    joined = rows.join(keys, on=["prefix", "h2"], how="left", maintain_order="left")
     return joined["group"].fill_null(-1).to_numpy()
 
 
@@ -682,20 +731,22 @@ def _position_at(accounts: _Accounts, group: np.ndarray, as_of_seq: np.ndarray,
     behind = np.flatnonzero(as_of_seq < last_seq)
     if not len(behind):
         return at
-    n = len(accounts.seq)  # the range of `order`, which may skip rows left out
-    account_of = np.cumsum(accounts.first) - 1
-    # Within an account, positions in seq order increase with `order`, so one composite key
-    # (account, seq-order position) is sorted over the whole array: one binary search each,
-    # with the searched keys sorted too, which keeps the searches in cache.
-    composite = account_of * n + accounts.order
-    del account_of
-    seq_position = np.searchsorted(accounts.seq, as_of_seq[behind], "right") - 1
-    wanted = group[behind] * n + seq_position
-    by_key = np.argsort(wanted)
-    found = np.empty(len(behind), np.int64)
-    found[by_key] = np.searchsorted(composite, wanted[by_key], "right") - 1
-    starts = accounts.starts[group[behind]]
-    at[behind] = np.where(found >= starts, found, -1)
+    # A binary search within each behind row's own account, all rows at once: an account's
+    # rows are in seq order. Only the searched rows are touched, never the whole ledger.
+    start = accounts.starts[group[behind]]
+    lo, hi = start.copy(), last[behind] + 1
+    target = as_of_seq[behind]
+    for _ in range(64):  # bounded: each step halves every range
+        open_ = lo < hi
+        if not open_.any():
+            break
+        middle = (lo + hi) >> 1
+        seq = accounts.seq[accounts.order[np.minimum(middle, len(accounts.order) - 1)]]
+        right = open_ & (seq <= target)
+        lo = np.where(right, middle + 1, lo)
+        hi = np.where(open_ & ~right, middle, hi)
+    assert (lo >= hi).all()
+    at[behind] = np.where(lo > start, lo - 1, -1)
     return at
 
 
@@ -755,24 +806,22 @@ def _dict_of(views: dict[str, np.ndarray], row: int) -> dict | None:
 
 # -- 6. findings ----------------------------------------------------------------------------------
 
-def _malformed(frame: pl.DataFrame, shape: _Shape, accounts: _Accounts,
+def _malformed(ledger: Table, shape: _Shape,
                partition: tuple[int, int] | None) -> list[tuple[str, dict]]:
     """(problem code, entry) for each row the rules leave out, in seq order."""
-    bad = np.flatnonzero(shape.problem)
-    if not len(bad) and not len(accounts.reused):
-        return []
-    rows = np.sort(np.concatenate([bad, accounts.reused]))
-    reused = set(accounts.reused.tolist())
+    reused = np.flatnonzero(shape.problem == REUSED_PROBLEM)
+    frames = [shape.malformed]
+    if len(reused):
+        frames.append(ledger.fetch(_source_rows(shape, reused)).with_columns(
+            pl.lit(REUSED_PROBLEM, pl.UInt8).alias("_problem")))
+    rows = pl.concat(frames, how="vertical_relaxed").sort("seq", maintain_order=True)
     out = []
-    records = frame.drop("row").gather(rows).iter_rows(named=True)
-    for row, record in zip(rows.tolist(), records):  # bounded by the malformed rows
+    for record in rows.iter_rows(named=True):  # bounded by the malformed rows
         entry = entry_dict(record)
         if partition is not None and not _in_partition(entry.get("account_id"), partition):
             continue
-        code = REUSED if row in reused else PROBLEMS[shape.problem[row] - 1]
-        if shape.problem[row] > ACCOUNT_PROBLEM and not contract.is_id(entry.get("account_id")):
-            code = PROBLEMS[ACCOUNT_PROBLEM - 1]  # the checker tests the account before these
-        out.append((code, entry))
+        code = record["_problem"]
+        out.append((REUSED if code == REUSED_PROBLEM else PROBLEMS[code - 1], entry))
     return out
 
 
@@ -793,6 +842,13 @@ def _structure_findings(malformed: list[tuple[str, dict]]) -> list[Finding]:
             explanation=f"The ledger breaks the contract's entry format: {words}{more}. Such "
                         f"entries are left out of the rule checks."))
     return findings
+
+
+def _in_partition_column(account_ids: pl.Series, partition: tuple[int, int]) -> pl.Series:
+    """Per row, as `_in_partition` says of one: rows without an account_id go to part 1."""
+    k, n = partition
+    crc = partitions.crc32_column(account_ids)
+    return pl.Series(np.where(account_ids.is_null().to_numpy(), k == 1, crc % n == k - 1))
 
 
 def _in_partition(account_id: str | None, partition: tuple[int, int]) -> bool:
@@ -819,7 +875,7 @@ def _problem_words(code: str, entry: dict) -> str:
     return f"{entry['type']} entry seq={seq} has {name} {entry.get(name)!r}"
 
 
-def _rule_findings(frame: pl.DataFrame, accounts: _Accounts, state: _State,
+def _rule_findings(ledger: Table, shape: _Shape, accounts: _Accounts, state: _State,
                    flags: _Flags) -> list[Finding]:
     """The flagged rows in the ledger checker's words."""
     cases: list[tuple[int, str, object, str]] = []  # (position, severity, expected, words)
@@ -837,9 +893,10 @@ def _rule_findings(frame: pl.DataFrame, accounts: _Accounts, state: _State,
     if not cases:
         return []
     positions = np.array([c[0] for c in cases], np.int64)
-    neighbours = np.concatenate([positions, np.minimum(positions + 1, len(accounts.order) - 1)])
-    source_rows = accounts.source_row(neighbours)
-    records = frame.drop("row").gather(source_rows).iter_rows(named=True)
+    neighbours = np.unique(np.concatenate([positions, np.minimum(positions + 1,
+                                                                  len(accounts.order) - 1)]))
+    source_rows = _source_rows(shape, accounts.position(neighbours))
+    records = ledger.fetch(source_rows).iter_rows(named=True)
     entries = dict(zip(neighbours.tolist(), (entry_dict(r) for r in records)))
     findings = []
     for position, severity, expected, reason in cases:  # bounded by the flagged rows

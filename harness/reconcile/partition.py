@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import re
 import zlib
-
-import numpy as np
-import polars as pl
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # numpy and polars only where columns are hashed: `gate --merge` reads
+    import numpy as np  # partition names without the [reconcile] extra installed
+    import polars as pl
 
 PARTITION_PATTERN = re.compile(r"([0-9]{1,6})/([0-9]{1,6})")
 
 
 def _crc_table() -> np.ndarray:
+    import numpy as np
+
     table = np.arange(256, dtype=np.uint32)
     for _ in range(8):  # bounded: the 8 bits of a byte
         table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1)
     return table.astype(np.uint32)
-
-
-CRC_TABLE = _crc_table()
 
 
 def parse(text: str) -> tuple[int, int]:
@@ -55,6 +56,9 @@ def crc32_text(account_id: str) -> int:
 
 def crc32_column(values: pl.Series) -> np.ndarray:
     """CRC-32 of each string's UTF-8 bytes (nulls hash as the empty string), vectorised."""
+    import numpy as np
+    import polars as pl
+
     arrow = values.cast(pl.Utf8).fill_null("").to_arrow(compat_level=pl.CompatLevel.oldest())
     arrow = arrow.combine_chunks() if hasattr(arrow, "combine_chunks") else arrow
     _, offsets_buffer, data_buffer = arrow.buffers()
@@ -69,12 +73,13 @@ def crc32_column(values: pl.Series) -> np.ndarray:
     starts = offsets[:-1].astype(np.int64)[by_length]
     sorted_lengths = lengths[by_length]
     crc = np.full(len(arrow), 0xFFFFFFFF, np.uint32)
+    table = _crc_table()
     # Bounded by the longest string: the work is the total number of bytes.
     for position in range(int(lengths.max(initial=0))):
         first = int(np.searchsorted(sorted_lengths, position, side="right"))
         state = crc[first:]
         byte = data[starts[first:] + position]
-        crc[first:] = CRC_TABLE[(state ^ byte) & 0xFF] ^ (state >> 8)
+        crc[first:] = table[(state ^ byte) & 0xFF] ^ (state >> 8)
     out = np.empty_like(crc)
     out[by_length] = crc
     return out ^ np.uint32(0xFFFFFFFF)
@@ -82,6 +87,8 @@ def crc32_column(values: pl.Series) -> np.ndarray:
 
 def in_partition(account_ids: pl.Series, partition: tuple[int, int]) -> pl.Series:
     """Which rows belong to partition K of N."""
+    import polars as pl
+
     k, n = partition
     check(partition)
     return pl.Series("in_partition", crc32_column(account_ids) % n == k - 1)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -64,17 +66,66 @@ class Source:
         return f"{self.label} row {row + 1}"
 
 
-@dataclass
 class Table:
-    frame: pl.DataFrame
-    source: Source
+    """A source's rows in the contract's columns. `frame` is the whole table; a Parquet ledger
+    can also be read a slice at a time (`batches`), which holds only the slice in memory, and
+    single rows read back (`fetch`) for the words of a finding."""
+
+    def __init__(self, frame: pl.DataFrame | None, source: Source,
+                 slices: _ParquetSlices | None = None) -> None:
+        assert frame is not None or slices is not None
+        self._frame, self.source, self._slices = frame, source, slices
+        self._at: np.ndarray | None = None
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if self._frame is None:
+            self._frame = self._slices.whole()
+        return self._frame
+
+    @property
+    def rows_max(self) -> int:
+        """How many rows `batches` yields at most."""
+        if self._frame is not None or self._slices is None:
+            return self.frame.height
+        return self._slices.bounds[-1][1]
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        """The table in seq order, a slice at a time (the whole frame when it is in memory).
+        NotInSeqOrder when the slices are not: the caller then reads `frame`, which sorts."""
+        if self._frame is not None or self._slices is None:
+            yield self.frame
+            return
+        yield from self._slices.batches()
+
+    def fetch(self, rows: Iterable[int]) -> pl.DataFrame:
+        """The rows whose `row` (position in the source) is given, in that order."""
+        rows = [int(r) for r in rows]
+        if self._frame is None and self._slices is not None:
+            return self._slices.fetch(rows)
+        frame = self.frame
+        if not rows:
+            return frame.clear()
+        if self._at is None:  # where each source row is in the frame (it may be sorted)
+            self._at = np.full(int(frame["row"].max()) + 1, -1, np.int64)
+            self._at[frame["row"].to_numpy()] = np.arange(frame.height)
+        at = self._at[rows]
+        assert (at >= 0).all(), "a row left out of the table"
+        return frame[at]
+
+
+class NotInSeqOrder(Exception):
+    """A ledger read a slice at a time turned out not to be sorted by seq."""
 
 
 def describe(spec: str) -> Source:
     """The source behind a path or a postgresql:// URL."""
     if type(spec) is not str or not spec:
         raise UsageError("a source must be a file path or a postgresql:// URL")
-    scheme = urlsplit(spec).scheme
+    try:
+        scheme = urlsplit(spec).scheme
+    except ValueError as exc:  # `postgresql://u:pw@[::1/db`
+        raise UsageError(f"{redact(spec)!r} is not a URL or a path ({exc})") from None
     if scheme in ("postgresql", "postgres"):
         return Source(spec, redact(spec), "postgresql")
     form = SUFFIX_FORMS.get(Path(spec).suffix.lower())
@@ -103,7 +154,10 @@ def column_names(columns: dict | None, side: str) -> dict[str, str]:
         if unknown:
             raise UsageError(f"columns mixes per-side and flat names ({sorted(unknown)}); give "
                              f"either {{'ledger': {{...}}, 'display': {{...}}}} or one mapping")
-        mapping = dict(mapping.get(side) or {})
+        per_side = mapping.get(side) or {}
+        if not isinstance(per_side, dict):
+            raise UsageError(f"columns {side!r} must map contract names to column names")
+        mapping = dict(per_side)
     known = set(LEDGER_COLUMNS) | set(DISPLAY_COLUMNS)
     for name, source_name in mapping.items():
         if name not in known:
@@ -118,23 +172,127 @@ def column_names(columns: dict | None, side: str) -> dict[str, str]:
 
 def read_ledger(spec: str, columns: dict | None = None, money_unit: str = "fen",
                 as_of_seq: int | None = None) -> Table:
-    """The ledger, sorted by seq, cut at `as_of_seq` when given."""
+    """The ledger, sorted by seq, cut at `as_of_seq` when given. A Parquet file is only opened
+    here (its columns checked): it is read when the table's frame or batches are asked for."""
     source = describe(spec)
     names = column_names(columns, "ledger")
+    if source.form == "parquet":
+        return Table(None, source, _ParquetSlices(source, names, money_unit, as_of_seq))
     frame = _canonical(source, _raw(source, names), names, money_unit)
+    return Table(_in_seq_order(source, frame, as_of_seq), source)
+
+
+def _in_seq_order(source: Source, frame: pl.DataFrame, as_of_seq: int | None,
+                  sort: bool = True) -> pl.DataFrame:
+    """The ledger frame checked (every seq present and unique), cut and sorted by seq."""
     _require_present(source, frame, "seq", "every entry needs a seq")
     if as_of_seq is not None:
         frame = frame.filter(pl.col("seq") <= as_of_seq)
     if not frame["seq"].is_sorted():
+        if not sort:
+            raise NotInSeqOrder(source.label)
         frame = frame.sort("seq", maintain_order=True)
     duplicated = frame["seq"].diff() == 0
     if duplicated.any():
         n = int(duplicated.arg_true()[0])
-        first, again = frame["row"][n - 1], frame["row"][n]
-        raise UsageError(f"{source.where(again)}: seq {frame['seq'][n]} appears twice (also "
-                         f"{source.where(first)}); a ledger's seqs are unique, so this export is "
-                         f"damaged or joined twice")
-    return Table(frame, source)
+        _seq_twice(source, frame["seq"][n], frame["row"][n - 1], frame["row"][n])
+    return frame
+
+
+def _seq_twice(source: Source, seq: int, first: int, again: int) -> None:
+    raise UsageError(f"{source.where(again)}: seq {seq} appears twice (also "
+                     f"{source.where(first)}); a ledger's seqs are unique, so this export is "
+                     f"damaged or joined twice")
+
+
+class _ParquetSlices:
+    """A Parquet ledger read a slice of rows at a time (whole row groups, about BATCH_ROWS
+    rows): each slice is converted and checked as the whole file would be, in file order, so
+    a file sorted by seq (as exports are) never has to be in memory at once."""
+
+    def __init__(self, source: Source, names: dict[str, str], money_unit: str,
+                 as_of_seq: int | None) -> None:
+        self.source, self.names, self.money_unit = source, names, money_unit
+        self.as_of_seq = as_of_seq
+        self.bounds = _slice_bounds(source, names)
+
+    def whole(self) -> pl.DataFrame:
+        raw = _read_parquet(self.source, self.names)
+        frame = _canonical(self.source, raw, self.names, self.money_unit)
+        return _in_seq_order(self.source, frame, self.as_of_seq)
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        last: tuple[int, int] | None = None  # (seq, row) of the previous slice's last row
+        # The next slice is read on another thread while the caller works on this one: polars
+        # reads without the GIL, so the two cores share the work.
+        with ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(self.read, *self.bounds[0])
+            for n in range(len(self.bounds)):  # bounded by the file's slices
+                frame = ahead.result()
+                if n + 1 < len(self.bounds):
+                    ahead = pool.submit(self.read, *self.bounds[n + 1])
+                last = self._check_boundary(frame, last)
+                yield frame
+
+    def _check_boundary(self, frame: pl.DataFrame,
+                        last: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Seq order and unique seqs across the cut between two slices. (No stop at the cut:
+        a later row may still be at or below it, in a file out of order; only reading on
+        tells.)"""
+        if frame.height and last is not None:
+            seq, row = int(frame["seq"][0]), int(frame["row"][0])
+            if seq < last[0]:
+                raise NotInSeqOrder(self.source.label)
+            if seq == last[0]:
+                _seq_twice(self.source, seq, last[1], row)
+        return (int(frame["seq"][-1]), int(frame["row"][-1])) if frame.height else last
+
+    def read(self, start: int, stop: int) -> pl.DataFrame:
+        """Rows start..stop of the file, converted, checked and cut."""
+        raw = _read_parquet(self.source, self.names, (start, stop - start))
+        frame = _canonical(self.source, raw, self.names, self.money_unit, first_row=start)
+        return _in_seq_order(self.source, frame, self.as_of_seq, sort=False)
+
+    def fetch(self, rows: list[int]) -> pl.DataFrame:
+        """Single rows, each read on its own (a Parquet reader skips to the page that holds
+        it); past FETCH_ONE_BY_ONE_MAX rows one pass over the file is cheaper."""
+        if len(rows) > FETCH_ONE_BY_ONE_MAX:
+            wanted = pl.Series(sorted(set(rows)), dtype=pl.UInt32)
+            found = pl.concat([frame.filter(pl.col("row").is_in(wanted))
+                               for frame in self.batches()])
+        else:
+            found = pl.concat([self.read(row, row + 1) for row in sorted(set(rows))]) \
+                if rows else self.read(0, 0)
+        at = {row: n for n, row in enumerate(found["row"].to_list())}
+        return found[[at[row] for row in rows]]
+
+
+BATCH_ROWS = 500_000
+FETCH_ONE_BY_ONE_MAX = 256  # about 6 ms each: 256 of them cost about one pass over the file
+
+
+def _slice_bounds(source: Source, names: dict[str, str]) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of whole row groups, about BATCH_ROWS rows each; the columns
+    are checked here, so a missing one is reported before any reading."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(source.spec).metadata
+        _missing_columns(source, metadata.schema.to_arrow_schema().names, names)
+    except UsageError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UsageError(f"{source.label}: not a readable Parquet file ({_first_line(exc)})") \
+            from None
+    bounds, start, stop = [], 0, 0
+    for group in range(metadata.num_row_groups):  # bounded by the row groups
+        stop += metadata.row_group(group).num_rows
+        if stop - start >= BATCH_ROWS:
+            bounds.append((start, stop))
+            start = stop
+    if stop > start or not bounds:
+        bounds.append((start, stop))
+    return bounds
 
 
 def read_display(spec: str, columns: dict | None = None, money_unit: str = "fen") -> Table:
@@ -179,15 +337,23 @@ def _missing_columns(source: Source, present: Iterable[str], names: dict[str, st
                          f"{', '.join(sorted(present)) or 'none'}; map yours with columns=")
 
 
-def _read_parquet(source: Source, names: dict[str, str]) -> dict[str, pl.Series]:
+def _read_parquet(source: Source, names: dict[str, str],
+                  rows: tuple[int, int] | None = None) -> dict[str, pl.Series]:
+    """The columns, or `rows` = (offset, length) of them. The whole file: a ledger's few-valued
+    columns as categoricals; a slice: as they are, it is soon dropped."""
     try:
         schema = pl.read_parquet_schema(source.spec)
         _missing_columns(source, schema, names)
-        vocabulary = {names[c] for c in VOCABULARY_COLUMNS if c in names and "seq" in names}
+        vocabulary = {names[c] for c in VOCABULARY_COLUMNS
+                      if c in names and "seq" in names and rows is None}
         wanted = [pl.col(n).cast(pl.Categorical) if n in vocabulary and schema[n] == pl.Utf8
                   else pl.col(n) for n in dict.fromkeys(names.values())]
-        # Streaming: the text of a vocabulary column becomes codes a batch at a time.
-        frame = pl.scan_parquet(source.spec).select(wanted).collect(engine="streaming")
+        scan = pl.scan_parquet(source.spec)
+        if rows is not None:
+            frame = scan.slice(*rows).select(wanted).collect()
+        else:
+            # Streaming: the text of a vocabulary column becomes codes a batch at a time.
+            frame = scan.select(wanted).collect(engine="streaming")
     except UsageError:
         raise
     except Exception as exc:  # polars raises many types for a damaged file
@@ -310,19 +476,19 @@ def _first_line(exc: BaseException) -> str:
 # -- types ----------------------------------------------------------------------------------------
 
 def _canonical(source: Source, raw: dict[str, pl.Series | list], names: dict[str, str],
-               money_unit: str) -> pl.DataFrame:
+               money_unit: str, first_row: int = 0) -> pl.DataFrame:
     if money_unit not in MONEY_UNITS:
         raise UsageError(f"money unit {money_unit!r} must be fen or yuan")
     columns = {}
     for name, values in raw.items():
         what = name if names[name] == name else f"{name} (column {names[name]!r})"
-        column = _Column(source, name, what, money_unit)
+        column = _Column(source, name, what, money_unit, first_row)
         if isinstance(values, pl.Series):
             columns[name] = column.from_series(values)
         else:
             columns[name] = column.from_values(values)
     rows = len(next(iter(columns.values()))) if columns else 0
-    frame = pl.DataFrame(columns).with_row_index("row")
+    frame = pl.DataFrame(columns).with_row_index("row", offset=first_row)
     assert frame.height == rows
     return frame
 
@@ -335,12 +501,14 @@ class _Column:
     name: str
     what: str
     money_unit: str
+    first_row: int = 0  # the source row of the column's first value
 
     def fail(self, row: int, value: Any, need: str) -> UsageError:
         shown = repr(value)
         if len(shown) > VALUE_WORDS_MAX:
             shown = shown[:VALUE_WORDS_MAX - 3] + "..."
-        return UsageError(f"{self.source.where(row)}: {self.what} {shown} {need}")
+        return UsageError(f"{self.source.where(self.first_row + row)}: {self.what} {shown} "
+                          f"{need}")
 
     @property
     def kind(self) -> str:

@@ -16,6 +16,7 @@ import orjson
 
 from ..findings import fen
 from ..history import History
+from ..symptoms import SYMPTOMS
 from . import svg
 from .findings_view import (account, by_severity, first_seen, one_line, ordered,
                             severity_counts)
@@ -37,7 +38,10 @@ def render(report: dict, history: History | None = None) -> str:
         _findings(findings),
         _timelines(report, findings, history),
         _lag(stats),
+        _symptoms(stats.get("symptoms")),
         _coverage(stats.get("coverage")),
+        _fault_coverage(stats.get("fault_coverage")),
+        _effects(stats.get("fault_effects")),
         _ops(stats.get("ops")),
         _availability(stats.get("availability")),
         _config(report.get("config")),
@@ -354,6 +358,51 @@ def _by_fault(by_fault: Any) -> str:
             f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
+def _symptoms(symptoms: Any) -> str:
+    """What users waited for: per symptom, the table, the percentile bars by fault kind, and the
+    numbers by fault kind folded away."""
+    if not isinstance(symptoms, dict):
+        return ""
+    found = [(name, symptoms[name]) for name in SYMPTOMS if isinstance(symptoms.get(name), dict)]
+    if not found:
+        return ""
+    columns = ("count", "never_shown", "p50", "p90", "p99", "max")
+    head = "".join(f"<th>{c.replace('_', ' ')}{' (ms)' if c[0] in 'pm' else ''}</th>"
+                   for c in columns)
+    rows, details, groups = [], [], []
+    for name, numbers in found:
+        words = f"{name}: {SYMPTOMS[name].words}"
+        rows.append(_symptom_row(words, numbers, columns))
+        faults = numbers.get("by_fault") if isinstance(numbers.get("by_fault"), dict) else {}
+        kinds = [(str(k), n) for k, n in faults.items() if isinstance(n, dict)]
+        details += [_symptom_row(f"{name} · {kind}", n, columns) for kind, n in kinds]
+        if numbers.get("count"):
+            groups.append((words, [("all", numbers)] + kinds))
+    chart = svg.percentile_bars(groups)
+    legend = ('<p class="legend">'
+              + "".join(f'<span><i style="background:{svg.ALL_COLOUR};opacity:{shade}"></i>{p}'
+                        "</span>" for p, shade in svg.PERCENTILE_SHADES.items())
+              + '<span>| max</span><span><i style="border:1px dashed #c62828"></i>never shown</span>'
+              "</p>")
+    return ('<section id="symptoms"><h2>What users feel</h2><p class="note">For every '
+            "acknowledged write, the time from its acknowledgement until the first display read "
+            "sent after it showed it (to that read's answer), by the faults on while the write "
+            "was in flight; a write never shown before the run ended counts as longer than any "
+            '(a percentile that lands on one reads "–").</p>'
+            f'<table class="grid num"><thead><tr><th>symptom</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>'
+            f'{legend + chart if chart else "<p class=none>No acknowledged write to time.</p>"}'
+            + (f'<details><summary>By fault active</summary><table class="grid num"><thead><tr>'
+               f'<th>symptom · fault</th>{head}</tr></thead><tbody>{"".join(details)}</tbody>'
+               "</table></details>" if details else "")
+            + "</section>")
+
+
+def _symptom_row(label: str, numbers: dict, columns: tuple[str, ...]) -> str:
+    return (f"<tr><th>{escape(label)}</th>"
+            + "".join(f"<td>{escape(_ms(numbers.get(c)))}</td>" for c in columns) + "</tr>")
+
+
 def _coverage(coverage: Any) -> str:
     if not isinstance(coverage, dict) or not coverage:
         return ""
@@ -368,6 +417,107 @@ def _coverage(coverage: Any) -> str:
             'active when they ran; an empty cell is a combination this run never tried.</p>'
             f'<table class="grid num"><thead><tr><th>op</th>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></section>")
+
+
+EFFECT_ROWS_MAX = 200
+_INEFFECTIVE = ' class="ineffective"'
+
+
+def _effects(effects: Any) -> str:
+    """Each injection: who carried it out, and whether the history shows it acted."""
+    if not isinstance(effects, dict):
+        return ""
+    rows = [f for f in effects.get("faults") or [] if isinstance(f, dict)]
+    if not rows:
+        return ""
+    ineffective = [f for f in rows if f.get("effect") == "not_observed"]
+    shown = (ineffective + [f for f in rows if f.get("effect") != "not_observed"])[
+        :EFFECT_ROWS_MAX]
+    shown.sort(key=lambda f: f.get("start_ms") if isinstance(f.get("start_ms"), int) else 0)
+    counts = " · ".join(f"{escape(str(effects.get(k, 0)))} {label}" for k, label in (
+        ("observed", "observed"), ("not_observed", "not observed (ineffective)"),
+        ("undetermined", "undetermined"), ("refused", "refused")))
+    body = "".join(
+        f"<tr{_INEFFECTIVE if f.get('effect') == 'not_observed' else ''}>"
+        f"<td>{escape(str(f.get('label')))}</td><td>{escape(str(f.get('provider')))}</td>"
+        f"<td>{escape(_ms(f.get('start_ms')))}</td><td>{escape(_ms(f.get('end_ms')))}</td>"
+        f"<td>{escape(str(f.get('effect')).replace('_', ' '))}</td>"
+        f"<td>{escape(str(f.get('why')))}</td></tr>" for f in shown)
+    more = (f'<p class="note">{len(rows) - len(shown)} more in report.json.</p>'
+            if len(rows) > len(shown) else "")
+    return ('<section id="effects"><h2>Fault effects</h2><p class="note">Whether each '
+            f"injection was seen to act, and who carried it out: {counts}.</p>"
+            '<table class="grid"><thead><tr><th>fault</th><th>provider</th><th>from (ms)</th>'
+            "<th>to (ms)</th><th>effect</th><th>why</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>{more}</section>")
+
+
+def _fault_coverage(coverage: Any) -> str:
+    """The nemesis's plan against what it did: kinds x classes x workload operations, whether
+    each kind acted alone and overlapping another, and what was planned but never happened."""
+    if not isinstance(coverage, dict):
+        return ""
+    variants = coverage.get("variants") if isinstance(coverage.get("variants"), dict) else {}
+    planned = coverage.get("planned") if isinstance(coverage.get("planned"), dict) else None
+    if not variants and not (planned and planned.get("kinds")):
+        return ""
+    alone, both = set(coverage.get("alone") or ()), set(coverage.get("overlapping") or ())
+    labels = _planned_labels(planned) + sorted(set(variants) - set(_planned_labels(planned)))
+    fs = sorted({str(f) for v in variants.values() if isinstance(v, dict)
+                 for f in (v.get("ops") or {})})
+    head = "".join(f"<th>{escape(f)}</th>" for f in ("injected", "kind alone",
+                                                    "kind overlapping", *fs))
+    rows = []
+    for label in labels:
+        row = variants.get(label) if isinstance(variants.get(label), dict) else {}
+        kind = str(row.get("kind") or label.split("(")[0])
+        ops = row.get("ops") if isinstance(row.get("ops"), dict) else {}
+        rows.append(f"<tr><th>{escape(label)}</th>{_count_cell(row.get('injected', 0))}"
+                    f"<td>{'yes' if kind in alone else '–'}</td>"
+                    f"<td>{'yes' if kind in both else '–'}</td>"
+                    + "".join(_count_cell(ops.get(f, 0)) for f in fs) + "</tr>")
+    return ('<section id="fault-coverage"><h2>Fault coverage</h2><p class="note">Each fault '
+            'kind and parameter class the nemesis planned, how often it was injected and the '
+            'workload operations invoked while it was on (a reset: in the service level after '
+            f'it).</p>{_plan_facts(planned)}<table class="grid num"><thead><tr><th>fault</th>'
+            f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"{_not_exercised(coverage, planned)}</section>")
+
+
+def _planned_labels(planned: dict | None) -> list[str]:
+    kinds = planned.get("kinds") if isinstance(planned, dict) else None
+    if not isinstance(kinds, dict):
+        return []
+    return [f"{kind}({cls})" if classes else str(kind)
+            for kind, classes in kinds.items() if isinstance(classes, list)
+            for cls in (classes or [None])]
+
+
+def _plan_facts(planned: dict | None) -> str:
+    if planned is None:
+        return ('<p class="note">This run recorded no fault plan (a load test, or a history '
+                'made before plans were recorded): what it exercised is shown, nothing is '
+                'required.</p>')
+    facts = [("covering cycle", _seconds(planned.get("cycle_ms"), ms=True)),
+             ("unit", f"{_ms(planned.get('unit_ms'))} ms"),
+             ("calm after it", _seconds(planned.get("quiet_ms"), ms=True)),
+             ("run length planned for", _seconds(planned.get("length_ms"), ms=True))]
+    notes = "".join(f"<p class=\"note\">{escape(str(n))}</p>"
+                    for n in planned.get("notes") or ())
+    return ('<table class="facts">' + "".join(f"<tr><th>{k}</th><td>{escape(str(v))}</td></tr>"
+                                              for k, v in facts if v) + f"</table>{notes}")
+
+
+def _not_exercised(coverage: dict, planned: dict | None) -> str:
+    if planned is None:
+        return ""
+    missing = [str(m) for m in coverage.get("missing") or ()]
+    combinations = [str(m) for m in coverage.get("missing_combinations") or ()]
+    if not missing and not combinations:
+        return '<p class="none">Every planned kind, class and combination was exercised.</p>'
+    items = "".join(f"<li>{escape(m)} (never injected)</li>" for m in missing) + \
+        "".join(f"<li>{escape(m)}</li>" for m in combinations)
+    return f"<h3>Planned, not exercised</h3><ul>{items}</ul>"
 
 
 def _count_cell(count: Any) -> str:
@@ -482,6 +632,7 @@ table{border-collapse:collapse}
 .grid thead th{background:var(--bg)}
 .grid.num td{text-align:right}
 .grid td.zero{background:#fff3f0;color:#b0b0b0}
+.grid tr.ineffective td{background:#fff3f0}
 .grid tr.differs td{background:#fff4e5;font-weight:600}
 .grid tr.fault td{background:#eef4fb;color:#1f4e79}
 .slice td:nth-child(5),.slice td:nth-child(8){max-width:300px;word-break:break-word}

@@ -33,6 +33,13 @@ def load(path: Path | str) -> dict:
         report = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"report {path} is not JSON: {_one_line(exc)}") from None
+    if isinstance(report, dict) and report.get("verdict") == "incomplete":
+        incomplete = report.get("incomplete")
+        reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+        raise UsageError(f"report {path} is of a run cut short, never judged"
+                         + (f" ({' '.join(reason.split())[:300]})" if isinstance(reason, str)
+                            else "")
+                         + "; run its replay command again")
     problem = problem_with(report)
     if problem:
         raise UsageError(f"report {path} is not a harness report: {problem}")

@@ -1,4 +1,5 @@
-"""Inline SVG charts for report.html: an account's timeline strip and the lag histogram.
+"""Inline SVG charts for report.html: an account's timeline strip, the lag histogram and the
+percentile bars of what users waited for.
 
 Inline because the page must open offline with no external resource; drawn by hand because a
 chart library would be exactly such a resource. Every mark carries a <title>, which browsers show
@@ -276,5 +277,94 @@ def _hist_axes(scale: Scale, tallest: int) -> list[str]:
     for t_ms in nice_ticks(scale.lo_ms, scale.hi_ms):
         x = scale.x(t_ms)
         parts.append(f'<text x="{x:.1f}" y="{_H_BOTTOM + 16}" class="tick" text-anchor="middle">'
+                     f"{t_ms:,.0f} ms</text>")
+    return parts
+
+
+# -- percentile bars ------------------------------------------------------------------------
+
+BAR_ROW = 15
+_GROUP_HEAD = 18
+_P_LEFT, _P_RIGHT = 150, WIDTH - 270
+# p50 darkest over p90 over p99 palest: one bar reads as the whole distribution.
+PERCENTILE_SHADES = {"p99": 0.28, "p90": 0.55, "p50": 0.95}
+NEVER_COLOUR = "#c62828"
+ALL_COLOUR = "#37474f"
+
+
+def percentile_bars(groups: Sequence[tuple[str, Sequence[tuple[str, dict]]]]) -> str:
+    """Groups of rows, each row's p50, p90 and p99 as nested bars on one shared linear scale
+    with a tick at its max: `groups` is [(heading, [(row label, numbers)])], numbers as in
+    `symptoms.summary`. A percentile that is null because it lands on a write never shown runs
+    to the edge in red: its wait is longer than the run could see."""
+    rows = [(label, numbers) for _, group in groups for label, numbers in group]
+    if not rows:
+        return ""
+    hi_ms = max([_number(n.get(k)) for _, n in rows for k in ("p99", "max")] + [1])
+    step_ms = nice_step(hi_ms / 6)
+    hi_ms = math.ceil(hi_ms / step_ms) * step_ms
+    height = 8 + sum(_GROUP_HEAD + BAR_ROW * len(group) for _, group in groups) + 26
+    parts = [_svg_open(height, "time until a display showed each write, by percentile")]
+    y = 8
+    for heading, group in groups:
+        parts.append(f'<text x="2" y="{y + 12}" class="phase halo">{escape(heading)}</text>')
+        y += _GROUP_HEAD
+        for label, numbers in group:
+            parts.append(_percentile_row(label, numbers, y, hi_ms))
+            y += BAR_ROW
+    parts += _percentile_axis(hi_ms, step_ms, y + 2)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _bar_x(value_ms: float, hi_ms: float) -> float:
+    return _P_LEFT + min(value_ms, hi_ms) / hi_ms * (_P_RIGHT - _P_LEFT)
+
+
+def _percentile_row(label: str, numbers: dict, y: int, hi_ms: float) -> str:
+    colour = ALL_COLOUR if label == "all" else fault_colour(label)
+    count, never = numbers.get("count"), numbers.get("never_shown") or 0
+    values = {p: numbers.get(p) for p in PERCENTILE_SHADES}
+    shown = " · ".join(f"{p} {'never' if values[p] is None else f'{_number(values[p]):,.0f} ms'}"
+                       for p in ("p50", "p99"))
+    title = (f"{label}: {count} write(s); "
+             + ", ".join(f"{p} {'never shown' if v is None else f'{_number(v):,.0f} ms'}"
+                         for p, v in sorted(values.items()))
+             + f", max {_number(numbers.get('max')):,.0f} ms; {never} never shown")
+    parts = [f"<g><title>{escape(title)}</title>",
+             f'<text x="{_P_LEFT - 4}" y="{y + 10}" class="lane" text-anchor="end">'
+             f"{escape(label)}</text>"]
+    for p, shade in PERCENTILE_SHADES.items():
+        value = values[p]
+        if value is None:  # dashed, so it never reads as a fault kind's red
+            parts.append(f'<rect x="{_P_LEFT}" y="{y + 2}" width="{_P_RIGHT - _P_LEFT}" '
+                         f'height="10" fill="{NEVER_COLOUR}" fill-opacity="0.08" '
+                         f'stroke="{NEVER_COLOUR}" stroke-dasharray="4 2"/>')
+            continue
+        width = _bar_x(_number(value), hi_ms) - _P_LEFT
+        parts.append(f'<rect x="{_P_LEFT}" y="{y + 2}" width="{max(width, 1):.1f}" height="10" '
+                     f'fill="{colour}" fill-opacity="{shade}"/>')
+    if isinstance(numbers.get("max"), (int, float)):
+        x = _bar_x(_number(numbers["max"]), hi_ms)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 14}" stroke="#263238" '
+                     f'stroke-width="1.5"/>')
+    note = f"{shown} · n={_number(count):,.0f}" + (f", {_number(never):,.0f} never" if never else "")
+    css = ' fill="#c62828"' if never else ""
+    parts.append(f'<text x="{_P_RIGHT + 8}" y="{y + 10}" class="tick"{css}>{escape(note)}'
+                 "</text></g>")
+    return "".join(parts)
+
+
+def _percentile_axis(hi_ms: float, step_ms: float, y: int) -> list[str]:
+    parts = [f'<line x1="{_P_LEFT}" x2="{_P_RIGHT}" y1="{y}" y2="{y}" stroke="#90a4ae"/>']
+    for n in range(int(hi_ms / step_ms) + 1):
+        t_ms = n * step_ms
+        x = _bar_x(t_ms, hi_ms)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 4}" stroke="#90a4ae"/>'
+                     f'<text x="{x:.1f}" y="{y + 15}" class="tick" text-anchor="middle">'
                      f"{t_ms:,.0f} ms</text>")
     return parts

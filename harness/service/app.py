@@ -3,13 +3,17 @@
 No web framework: routing, validation and answers live in the sans-IO core, so this edge and the
 embedded target run the very same code. What this module adds is bytes <-> JSON, the body size
 and time limits, the 500 safety net, and the background task that moves events to the read model
-in real time. Everything runs on the event loop thread and `service.call` never awaits, so no
-request can observe another one half done: the core needs no locks.
+in real time, and the await point of every write: its call to the risk engine is a real
+`asyncio.sleep` of a seeded 0 to 2 ms, so requests for one account sent at once truly interleave
+on the event loop. Everything runs on the event loop thread and the core itself never awaits
+(it hands a write back at its await point), so it needs no locks: a write that awaited checks
+again, then commits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import time
 from urllib.parse import parse_qs, unquote
@@ -17,6 +21,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from ..contract import BODY_BYTES_MAX, BadRequest, error_body
+from .core import Awaiting
 from .routes import route
 
 # The sync task wakes when the core says it has work, but never sleeps so long that a just
@@ -28,6 +33,11 @@ ERROR_LOG_EVERY_S = 1.0  # a failing sync tick would otherwise log hundreds of l
 # A body trickled a byte at a time would hold its connection and task for ever; past this the
 # request is answered 408 and its connection closed. The server bounds the head (server.py).
 BODY_READ_TIMEOUT_S = 10.0
+# The risk engine's answer time: long enough that a second request for the account sent at the
+# same moment arrives meanwhile, short enough to cost little throughput (a connection waits, the
+# loop does not). Seeded from the service's seed, so the same requests in the same order wait
+# the same.
+RISK_ENGINE_MS_MAX = 2.0
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _CLOSE_HEADERS = [(b"connection", b"close")]  # the rest of the body may still be on its way
@@ -45,11 +55,18 @@ def make_app(service, clock=None, *, body_read_timeout_s: float = BODY_READ_TIME
     clock = service.clock if clock is None else clock
     timed_out = 408, {"error": "request_timeout",
                       "detail": f"the request body did not arrive within {body_read_timeout_s:g} s"}
+    risk_engine = random.Random(service.config.seed)
+    # A store that groups commits (PostgreSQL under `serve`) says what is not durable yet.
+    pending = getattr(service.store, "pending", None)
+
+    def await_s() -> float:
+        return risk_engine.random() * RISK_ENGINE_MS_MAX / 1000
 
     async def app(scope, receive, send):
         kind = scope["type"]
         if kind == "http":
-            await _http(service, scope, receive, send, body_read_timeout_s, timed_out)
+            await _http(service, scope, receive, send, body_read_timeout_s, timed_out, await_s,
+                        pending)
         elif kind == "lifespan":
             await _lifespan(service, clock, receive, send)
         # Anything else (websocket) is not in the contract; returning makes the server refuse it.
@@ -58,7 +75,8 @@ def make_app(service, clock=None, *, body_read_timeout_s: float = BODY_READ_TIME
 
 
 # -- requests ------------------------------------------------------------------------------------
-async def _http(service, scope, receive, send, body_read_timeout_s: float, timed_out) -> None:
+async def _http(service, scope, receive, send, body_read_timeout_s: float, timed_out,
+                await_s, pending=None) -> None:
     try:
         if _declares_body(scope["headers"]):
             raw = await _read_body_within(scope, receive, body_read_timeout_s)
@@ -69,12 +87,22 @@ async def _http(service, scope, receive, send, body_read_timeout_s: float, timed
     except TimeoutError:
         await _respond(send, *timed_out, headers=_CLOSE_HEADERS)
         return
-    status, body = _TOO_LARGE if raw is None else _answer(service, scope, raw)
-    await _respond(send, status, body)
+    answer = _TOO_LARGE if raw is None else _answer(service, scope, raw)
+    if type(answer) is Awaiting:
+        await asyncio.sleep(await_s())  # the risk engine: other requests run meanwhile
+        answer = _resumed(service, scope, answer)
+    if pending is not None:
+        # No answer leaves before every commit made before it was computed is durable: a
+        # write's own, and those whose effects a read may show (group_commit.py).
+        durable = pending()
+        if durable is not None:
+            await durable
+    await _respond(send, *answer)
 
 
 def _answer(service, scope, raw: bytes):
-    """(status, body) for one request; synchronous, so no other request interleaves with it."""
+    """(status, body) for one request, or the write awaiting at its await point; synchronous up
+    to there, so no other request interleaves with this part."""
     method, path = scope["method"], _path(scope)
     try:
         try:
@@ -89,11 +117,23 @@ def _answer(service, scope, raw: bytes):
                 # An unknown route stays a 404 whatever its body; the core answers that.
                 if found[0] is not None:
                     return 400, error_body("bad_request", str(exc))
-        return service.dispatch(found, method, path, parsed, _parse_query(scope["query_string"]))
+        return service.begin(found, method, path, parsed, _parse_query(scope["query_string"]))
     except Exception as exc:  # the server must outlive a bug in one request
-        detail = _one_line(f"{type(exc).__name__}: {exc}")
-        _log(f"internal error answering {method} {path}: {detail}")
-        return 500, {"error": "internal", "detail": detail}
+        return _internal_error(method, path, exc)
+
+
+def _resumed(service, scope, waiting: Awaiting):
+    """(status, body) of a write after its await point; synchronous to its commit."""
+    try:
+        return service.resume(waiting)
+    except Exception as exc:  # the server must outlive a bug in one request
+        return _internal_error(scope["method"], _path(scope), exc)
+
+
+def _internal_error(method: str, path: str, exc: Exception):
+    detail = _one_line(f"{type(exc).__name__}: {exc}")
+    _log(f"internal error answering {method} {path}: {detail}")
+    return 500, {"error": "internal", "detail": detail}
 
 
 def _path(scope) -> str:

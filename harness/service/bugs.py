@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from ..errors import UsageError
-from ..findings import KINDS
 from ..oracle import State
 from .projector import ZERO, Row
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .core import LimitService
+    from .core import Awaiting, LimitService
 
 
 class Bug(NamedTuple):
@@ -24,12 +23,16 @@ class Bug(NamedTuple):
     finding_kind: str   # the finding `run` reports for it
     sequential: bool    # shows with one sequential client (the faults and lag driven in order)
     install: Callable[["LimitService"], None]
+    # Shows only when the service is killed and restarted (tests/test_durability.py does it),
+    # never within one simulated run, which nothing kills.
+    crash: bool = False
 
 
 # -- the write path: what is remembered, what is allowed, what is cured ---------------------
 
 def _retry_duplicates_draw(service: "LimitService") -> None:
-    service.recall_for["draw"] = lambda request_id: None
+    # The draw endpoint never looks its request ids up, on arrival or at commit.
+    service.recall_for["draw"] = service.recall_at_commit["draw"] = lambda request_id: None
 
 
 def _judge_with(change: Callable[["LimitService", str, State, str, object], str | None | State]):
@@ -76,6 +79,64 @@ def _close_with_balance(service, account_id, state, kind, value):
 
 def _no_cure(service: "LimitService") -> None:
     service.cures = lambda state, kind, value: False
+
+
+# -- across the await point: what a write re-checks after its call to the risk engine ------
+# None of these can show with one sequential client: on that path nothing commits while a write
+# awaits, so what it decided before the await still holds at its commit.
+
+def _draw_unchecked_after_risk(service: "LimitService") -> None:
+    decide_again = service.decide_again
+
+    def trusting_the_authorisation(waiting: "Awaiting", state: State) -> tuple[str | None, bool]:
+        # "It was authorised before the risk call": written on top of whatever committed since.
+        return (None, False) if waiting.kind == "draw" else decide_again(waiting, state)
+    service.decide_again = trusting_the_authorisation
+
+
+def _retry_races_original(service: "LimitService") -> None:
+    # The request id is looked up as the request arrives, and not again in the transaction.
+    service.recall_at_commit = {kind: lambda request_id: None for kind in service.recall_for}
+
+
+def _cure_decided_before_risk(service: "LimitService") -> None:
+    decide_again = service.decide_again
+
+    def keeping_the_cure(waiting: "Awaiting", state: State) -> tuple[str | None, bool]:
+        # The verdict is taken again, the cure is what was decided before the risk call.
+        error, _ = decide_again(waiting, state)
+        return error, waiting.cures
+    service.decide_again = keeping_the_cure
+
+
+# -- the ledger: when a write is durable -------------------------------------------------------
+
+ACK_FLUSH_EVERY_MS = 250  # how long acknowledged writes wait for their commit, at most
+
+
+def _ack_before_durable(service: "LimitService") -> None:
+    # "Commits are batched on a timer for throughput": the write is answered while its
+    # transaction is still open, and a kill within the next 250 ms loses it. Reads on the same
+    # connection see it meanwhile, so nothing looks wrong until the process dies. SQLite only
+    # (the store with that hook); `serve` refuses the bug on any other ledger.
+    store = service.store
+    durable = getattr(store, "end_transaction", None)
+    if durable is None:
+        return
+    opened_ms: list[int] = []  # when the open transaction began, while one is open
+    advance = service.advance
+
+    def later() -> None:
+        if not opened_ms:
+            opened_ms.append(service.clock.now_ms())
+
+    def advance_and_commit_on_timer(now_ms: int | None = None) -> int:
+        if opened_ms and service.clock.now_ms() - opened_ms[0] >= ACK_FLUSH_EVERY_MS:
+            opened_ms.clear()
+            durable()
+        return advance(now_ms)
+    store.end_transaction = later
+    service.advance = advance_and_commit_on_timer
 
 
 # -- the read model: how events apply, repairs, maintenance, rendering ----------------------
@@ -249,6 +310,22 @@ CATALOGUE: dict[str, Bug] = {
     "display_flaps": Bug(
         "every other display read comes from an old snapshot: the limit jumps back and forth",
         "stale_display", True, _display_flaps),
+    "draw_unchecked_after_risk": Bug(
+        "a draw authorised before the risk-engine call is written after it unchecked: two at "
+        "once overdraw",
+        "ledger_rule_violation", False, _draw_unchecked_after_risk),
+    "retry_races_original": Bug(
+        "request ids are looked up on arrival only: a retry sent while its original is in "
+        "flight is written twice",
+        "duplicate_write", False, _retry_races_original),
+    "cure_decided_before_risk": Bug(
+        "a repayment's cure is decided before the risk-engine call: one racing an overdue mark "
+        "clears the balance and the account stays overdue",
+        "ledger_rule_violation", False, _cure_decided_before_risk),
+    "ack_before_durable": Bug(
+        "a write is acknowledged before its commit is durable (commits batched on a timer): a "
+        "crash loses acknowledged writes",
+        "lost_write", False, _ack_before_durable, crash=True),
 }
 
 
@@ -264,6 +341,11 @@ def check(names) -> tuple[str, ...]:
     unknown = [n for n in names if n not in CATALOGUE]
     if unknown:
         raise UsageError(f"unknown bug {unknown[0]!r}; `limit-harness serve --list-bugs` lists them")
+    if names:
+        # Imported only here: findings brings deepdiff, 1.6 s of every `serve` start otherwise,
+        # and a service restarted after a crash is a service down until it has started.
+        from ..findings import KINDS
+        assert all(CATALOGUE[n].finding_kind in KINDS for n in names), names
     return tuple(dict.fromkeys(names))
 
 
@@ -275,6 +357,3 @@ def install(service: "LimitService", names) -> None:
 def listing() -> str:
     width = max(map(len, CATALOGUE))
     return "\n".join(f"{name:<{width}}  {bug.words}" for name, bug in CATALOGUE.items())
-
-
-assert all(bug.finding_kind in KINDS for bug in CATALOGUE.values())

@@ -1,16 +1,27 @@
 """The reference limit service, sans-IO: ledger rules, event path and projector behind plain
 method calls that take time from an injected clock. The HTTP edge (`app.py`) and the embedded
-target both call `LimitService.call`, so they run the very same code.
+target both call into it, so they run the very same code.
 
 Every handler returns an `Answer`, `(status, body)`; 400s raise `contract.BadRequest` and are
 answered (and never remembered) by `dispatch`. Seeded bugs (bugs.py) are chosen when the service
 is built: each replaces one of the hooks named in `__init__`.
+
+A write has one await point, its call to the risk engine between authorisation and commit.
+Started with `begin` (or `start`), the core stops there and returns the write as an `Awaiting`
+value; whoever holds it waits as it will and hands it to `resume`: the HTTP edge really awaits,
+so concurrent requests interleave on the event loop, and the simulation's scheduler
+(targets.py) interleaves them in a seeded order. The plain path (`call`, `dispatch`) goes
+straight on through the same code, with nothing built to hold the write. Anything may commit
+during the await, so the rest of the write checks idempotency again and, if the account moved,
+decides again, then commits with no await in between: every interleaving commits as some
+sequential order would.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import contract, oracle
 from ..contract import BadRequest, error_body
@@ -27,7 +38,8 @@ Answer = tuple[int, dict | None]
 # oracle.VALUE_FIELD, its other fields or None, request_id). A plain tuple, not a NamedTuple:
 # one is built per write, and a NamedTuple's constructor is a Python-level call.
 Change = tuple[str, str, int | str, dict | None, str]
-_new = tuple.__new__  # builds an Event without the NamedTuple's Python-level __new__ (hot path)
+_new = tuple.__new__  # an Event or Awaiting without the NamedTuple's Python-level __new__ (hot)
+RISK_ENGINE = "risk_engine"  # the await point of every write but an open
 SEQ_MAX = 2**63 - 1
 DELIVERIES_PER_TICK_MAX = 1_000_000  # a bound on one `advance`; the rest waits for the next
 
@@ -43,6 +55,21 @@ def _judge_by_ledger(account_id: str, state: State, kind: str, value) -> str | N
     return oracle.judge(state, kind, value)
 
 
+class Awaiting(NamedTuple):
+    """A write stopped at an await point, with what it decided before it: the state it was
+    authorised against and whether it cures. Only `resume` goes on from here."""
+
+    point: str  # what it awaits (RISK_ENGINE)
+    account_id: str
+    kind: str
+    value: int | str
+    request_id: str
+    reason: str | None
+    state: State
+    cures: bool
+    commits: int  # the service's `commits` when it was authorised
+
+
 class LimitService:
     def __init__(self, store: LedgerStore, clock, config: ServiceConfig = ServiceConfig(),
                  bugs=()) -> None:
@@ -56,11 +83,21 @@ class LimitService:
         self.pipe = EventPipe(self.faults, random.Random(config.seed), config.sync_lag_ms)
         self.projector = Projector(store.account_entries)
         self.writes = self.reads = self.delivered = 0
+        # Every store commit (entries, or a refusal's remembered answer): a write that finds it
+        # unchanged after its await knows nothing it decided on can have moved.
+        self.commits = 0
+        # Whether a write stops at its await point (while `begin` runs) or goes straight on
+        # (the plain path: nothing can run in between, so nothing is built to hold it).
+        self.holding = False
         # Hooks a seeded bug may replace (bugs.py); these are the correct behaviours. A
-        # remembered answer, per write kind; the acceptance rules; the cure rule.
+        # remembered answer, per write kind, as a write arrives and again as it commits; the
+        # acceptance rules; the cure rule; what is decided again when the account moved while
+        # a write awaited.
         self.recall_for = {kind: store.recall for kind in contract.WRITE_KINDS}
+        self.recall_at_commit = dict(self.recall_for)
         self.judge = _judge_by_ledger
         self.cures = oracle.cures
+        self.decide_again = self._decide_again
         self.bugs = bug_catalogue.check(bugs)
         bug_catalogue.install(self, self.bugs)
         self._recover()
@@ -116,6 +153,29 @@ class LimitService:
         except BadRequest as exc:
             return 400, error_body("bad_request", str(exc))
 
+    def start(self, method: str, path: str, body=None,
+              query: dict[str, str] | None = None) -> Answer | Awaiting:
+        """`call` up to the request's await point: its answer, or the write awaiting."""
+        try:
+            found = route(method, path)
+        except BadRequest as exc:
+            return 400, error_body("bad_request", str(exc))
+        return self.begin(found, method, path, body, query)
+
+    def begin(self, found: Route, method: str, path: str, body=None,
+              query: dict[str, str] | None = None) -> Answer | Awaiting:
+        """`dispatch` up to the request's await point: its answer, or the write awaiting."""
+        handler, path_id = found
+        if handler is None:
+            return 404, error_body("not_found", f"no route {method} {path}")
+        self.holding = True
+        try:
+            return handler(self, path_id, body, query)
+        except BadRequest as exc:
+            return 400, error_body("bad_request", str(exc))
+        finally:
+            self.holding = False
+
     # -- writes ----------------------------------------------------------------------------
     def open_account(self, body) -> Answer:
         req = contract.parse_open(body)
@@ -148,7 +208,8 @@ class LimitService:
         return self._write(account_id, "status", req["status"], req["request_id"], req["reason"])
 
     def _write(self, account_id: str, kind: str, value, request_id: str,
-               reason: str | None = None) -> Answer:
+               reason: str | None = None) -> Answer | Awaiting:
+        """Authorise a write, up to its call to the risk engine (`_settle` does the rest)."""
         remembered = self.recall_for[kind](request_id)
         if remembered is not None:
             return remembered
@@ -158,19 +219,54 @@ class LimitService:
         error = self.judge(account_id, state, kind, value)
         if error is not None:
             return self._refuse(request_id, error, _detail(error, state, value))
+        # Decided before the commit, so the repay and its cure share one transaction.
+        cures = kind == "repay" and self.cures(state, kind, value)
+        if self.holding:
+            return _new(Awaiting, (RISK_ENGINE, account_id, kind, value, request_id, reason,
+                                   state, cures, self.commits))
+        return self._settle(account_id, kind, value, request_id, reason, state, cures,
+                            self.commits)
+
+    def resume(self, waiting: Awaiting) -> Answer:
+        """A write after its await point, to its answer, with no await in between."""
+        assert not self.holding and waiting.point == RISK_ENGINE, waiting.point
+        return self._settle(*waiting[1:])
+
+    def _settle(self, account_id: str, kind: str, value, request_id: str, reason: str | None,
+                state: State, cures: bool, commits: int) -> Answer:
+        """The rest of a write after its await point, authorised against `state` when the
+        service had made `commits` commits: sees what any write that committed meanwhile did."""
+        if commits != self.commits:  # something committed while this write awaited
+            # A retry of this very request, perhaps.
+            remembered = self.recall_at_commit[kind](request_id)
+            if remembered is not None:
+                return remembered
+            now = self.states[account_id]  # an account, once open, is never removed
+            if now is not state:  # states are immutable: a write moved the account
+                error, cures = self.decide_again(_new(Awaiting, (
+                    RISK_ENGINE, account_id, kind, value, request_id, reason, state, cures,
+                    commits)), now)
+                if error is not None:
+                    return self._refuse(request_id, error, _detail(error, now, value))
         change = (account_id, kind, value, None if reason is None else {"reason": reason},
                   request_id)
-        # Decided before the commit, so the repay and its cure share one transaction.
-        if kind == "repay" and self.cures(state, kind, value):
+        if cures:
             cure = (account_id, "status", "active", {"reason": contract.CURE_REASON},
                     contract.cure_request_id(request_id))
             return self._commit(request_id, [change, cure])
         return self._commit(request_id, [change])
 
+    def _decide_again(self, waiting: Awaiting, state: State) -> tuple[str | None, bool]:
+        """The verdict and the cure of a write whose account moved while it awaited."""
+        kind, value = waiting.kind, waiting.value
+        error = self.judge(waiting.account_id, state, kind, value)
+        return error, error is None and kind == "repay" and self.cures(state, kind, value)
+
     def _refuse(self, request_id: str, code: str, detail: str) -> Answer:
         status, body = contract.ERRORS[code], error_body(code, detail)
         assert 400 < status < 500, code  # a 400 is never remembered; nothing else is refused
         self.store.commit([], request_id, status, body)
+        self.commits += 1
         return status, body
 
     def _commit(self, request_id: str, changes: list[Change], body: dict | None = None) -> Answer:
@@ -194,6 +290,7 @@ class LimitService:
         if body is not None:
             answer = {**body, **answer}
         self.store.commit(entries, request_id, 201, answer)  # durable before anything changes here
+        self.commits += 1
         seq = self.seq
         states, tail, step = self.states, self.tail, oracle.step
         note_commit, publish = self.projector.note_commit, self.pipe.publish

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -26,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ..clock import RealClock
 from ..errors import UsageError
 from . import bugs as bug_catalogue
+from . import roles
 from .app import BODY_READ_TIMEOUT_S, make_app
 from .core import LimitService, ServiceConfig
 from .storage import open_ledger
@@ -34,6 +37,7 @@ BACKLOG = 2048
 GRACEFUL_SHUTDOWN_S = 5  # in-flight requests get this long after SIGTERM before they are cut
 THREAD_START_WAIT_S = 10.0
 PORT_MAX = 65535
+EXIT_LEDGER_FAILED = 3  # fail-stop: a restart is what mends it
 
 CONNECTIONS_MAX = 2048  # past it a request is answered 503 (uvicorn's limit_concurrency)
 HEADER_BYTES_MAX = 16 * 1024  # request line and headers, as h11 and Node allow by default
@@ -67,6 +71,10 @@ def main(args) -> int:
         print(bug_catalogue.listing())
         return 0
     bug_catalogue.check(args.bug)  # before touching the socket or the ledger
+    topo = roles.topology(args)
+    config = ServiceConfig(sync_lag_ms=args.sync_lag_ms, seed=args.seed)
+    if topo.role == "projector":
+        return roles.run_projector(topo, RealClock(), config, args.bug)
     limits = Limits.from_args(args)
     raise_open_files_limit()
     sock = bind(args.host, args.port)
@@ -75,18 +83,31 @@ def main(args) -> int:
     except BaseException:
         sock.close()
         raise
+    closers = [sock.close, store.close]
     try:
-        config = ServiceConfig(sync_lag_ms=args.sync_lag_ms, seed=args.seed)
-        service = LimitService(store, RealClock(), config, bugs=args.bug)
+        roles.durable_before_answer(store, _fail_stop)
+        service, close_links = roles.api_service(store, RealClock(), config, args.bug, topo)
+        closers.insert(0, close_links)
+        if topo.role == "all" and topo.split:
+            closers.insert(0, roles.start_worker_thread(topo, RealClock(), config, args.bug))
         server = uvicorn.Server(_uvicorn_config(service, limits))
-        print(f"limit-harness serving on {url_of(sock)} (ledger {args.ledger}, "
+        print(f"limit-harness serving on {url_of(sock)} ({topo.words()}, "
               f"bugs: {', '.join(args.bug) or 'none'})", flush=True)
         with _exit_quietly_on_signals(server):
             server.run(sockets=[sock])
     finally:
-        sock.close()
-        store.close()
+        for close in closers:
+            close()
     return 0
+
+
+def _fail_stop(exc: BaseException) -> None:
+    """A ledger write failed after its requests were admitted: this process's memory is ahead
+    of its ledger, and only a restart (which rebuilds it from the ledger) mends that."""
+    print(f"limit-harness serve: the ledger write failed ({' '.join(str(exc).split())}); "
+          f"stopping, so that a restart rebuilds the service from the ledger",
+          file=sys.stderr, flush=True)
+    os._exit(EXIT_LEDGER_FAILED)
 
 
 def bind(host: str, port: int) -> socket.socket:
