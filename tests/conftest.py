@@ -128,7 +128,7 @@ def unavailable(why_not: str):
     pytest.skip(why_not)
 
 
-def _postgres_probe() -> tuple[str | None, str]:
+def postgres_probe() -> tuple[str | None, str]:
     try:
         import psycopg
     except ImportError as exc:
@@ -150,7 +150,7 @@ def _postgres_probe() -> tuple[str | None, str]:
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """A URL of the machine's PostgreSQL database `test` that connects (trust auth)."""
-    url, why_not = _postgres_probe()
+    url, why_not = postgres_probe()
     if url is None:
         unavailable(why_not)
     return url

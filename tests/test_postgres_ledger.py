@@ -20,32 +20,15 @@ from harness.service.storage import open_ledger
 from service_sim import Sim
 from test_core_properties import Runner
 from test_storage import Backend, DurabilityContract, StoreContract
+from conftest import postgres_probe
 
 pytestmark = pytest.mark.postgres
 
-BASE_URL = os.environ.get("LIMIT_HARNESS_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REQUIRED = "1" in (os.environ.get("LIMIT_HARNESS_REQUIRE_SERVICES"),
                    os.environ.get("LIMIT_HARNESS_REQUIRE_POSTGRES"))
 
 
-def _probe() -> tuple[str | None, str]:
-    """(a URL that connects, "") or (None, why not)."""
-    try:
-        import psycopg
-    except ImportError as exc:
-        return None, f"psycopg is not installed ({exc})"
-    candidates = [BASE_URL]
-    if "@" not in BASE_URL:  # trust auth: the OS user may have no role; `postgres` always has
-        candidates.append(BASE_URL.replace("://", "://postgres@", 1))
-    errors = []
-    for url in candidates:
-        try:
-            with psycopg.connect(url, connect_timeout=3) as conn:
-                conn.execute("SELECT 1")
-            return url, ""
-        except psycopg.Error as exc:
-            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
-    return None, "PostgreSQL unreachable: " + "; ".join(errors)
+_probe = postgres_probe  # one probe for every PostgreSQL test (conftest.py)
 
 
 SERVER_URL, WHY_NOT = _probe()

@@ -18,10 +18,10 @@ import pytest
 from harness.errors import UsageError
 from harness.reconcile import ReconcileConfig, reconcile, seq_of, sources
 from test_reconcile import DISPLAY_SCHEMA, LEDGER_SCHEMA, Export, clean_export, write_rows
+from conftest import postgres_probe
 
 REQUIRED = (os.environ.get("LIMIT_HARNESS_REQUIRE_SERVICES") == "1"
             or os.environ.get("LIMIT_HARNESS_REQUIRE_POSTGRES") == "1")
-PG_BASE = os.environ.get("LIMIT_HARNESS_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 
 
 def defective_export() -> Export:
@@ -277,20 +277,7 @@ def test_an_unreadable_file_is_one_line(tmp_path, name, content, words):
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
-def _probe() -> tuple[str | None, str]:
-    try:
-        import psycopg
-    except ImportError as exc:
-        return None, f"psycopg is not installed ({exc})"
-    errors = []
-    for url in (PG_BASE, PG_BASE.replace("://", "://postgres@", 1)):
-        try:
-            with psycopg.connect(url, connect_timeout=3) as conn:
-                conn.execute("SELECT 1")
-            return url, ""
-        except psycopg.Error as exc:
-            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
-    return None, "PostgreSQL unreachable: " + "; ".join(errors)
+_probe = postgres_probe  # one probe for every PostgreSQL test (conftest.py)
 
 
 @pytest.fixture(scope="module")
