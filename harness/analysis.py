@@ -239,19 +239,22 @@ class Analysis:
         # order, and reading them so is twice as fast.
         owners = entry_owners(entries, groups)
         acks_ms = entry_acks_ms(entries, groups, owners)
-        at: dict[str, list[int]] = {}
-        for n, entry in enumerate(entries):
-            found = at.get(entry["account_id"])
+        # Each account's columns: its entries, their writes, whether each is a cure, their acks.
+        columns: dict[str, tuple[list, list, list, list]] = {}
+        for entry, group, is_cure, ack_ms in zip(entries, owners.groups, owners.is_cure(),
+                                                 acks_ms):
+            found = columns.get(entry["account_id"])
             if found is None:
-                at[entry["account_id"]] = [n]
-            else:
-                found.append(n)
+                found = columns[entry["account_id"]] = ([], [], [], [])
+            found[0].append(entry)
+            found[1].append(group)
+            found[2].append(is_cure)
+            found[3].append(ack_ms)
         # (A closure over the entries, not the analysis: no cycle keeps it alive.)
         timelines = functools.cache(lambda: account_timelines(entries))
-        accounts = {account_id: AccountIndex([entries[n] for n in where], groups,
-                                             owners.taken(where), [acks_ms[n] for n in where],
-                                             timelines)
-                    for account_id, where in at.items()}
+        accounts = {account_id: AccountIndex(mine, groups, EntryOwners(
+                        its_groups, cures if True in cures else None), its_acks_ms, timelines)
+                    for account_id, (mine, its_groups, cures, its_acks_ms) in columns.items()}
         assert sum(len(a.entries) for a in accounts.values()) == len(entries)
         return accounts
 

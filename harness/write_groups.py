@@ -48,20 +48,23 @@ def write_groups(history: History) -> dict[str, WriteGroup]:
     """Write ops by request_id, in the order of each request's first attempt."""
     groups: dict[str, WriteGroup] = {}
     retried: list[WriteGroup] = []
-    writes, status_of_one = WRITE_FS, _STATUS_OF_ONE
+    writes, status_of_one, known = _WRITE_FS, _STATUS_OF_ONE, groups.get
     # One pass builds each group as if its first attempt were its only one (most are); the
     # groups that got more attempts are settled after it.
     for op in history.ops:
-        if op.f not in writes or type(op.request) is not dict:
+        if op.f not in writes:
             continue
-        request_id = op.request.get("request_id")
+        request = op.request
+        if type(request) is not dict:
+            continue
+        request_id = request.get("request_id")
         if type(request_id) is not str:
             continue
-        group = groups.get(request_id)
+        group = known(request_id)
         if group is None:
             outcome = op.outcome
             groups[request_id] = WriteGroup(
-                request_id, op.f, op.account_id or op.request.get("account_id"), [op],
+                request_id, op.f, op.account_id or request.get("account_id"), [op],
                 status_of_one.get(outcome, "unknown"),
                 op.complete_ms if outcome == "ok" else None, op.invoke_ms)
         else:
@@ -69,18 +72,27 @@ def write_groups(history: History) -> dict[str, WriteGroup]:
                 retried.append(group)
             group.attempts.append(op)
     for group in retried:
-        ops = group.attempts
-        outcomes = {op.outcome for op in ops}
-        group.status = ("acknowledged" if "ok" in outcomes else
-                        "rejected" if outcomes == {"fail"} else "unknown")
-        group.ack_ms = min((op.complete_ms for op in ops
-                            if op.outcome == "ok" and op.complete_ms is not None), default=None)
-        group.first_invoke_ms = min(op.invoke_ms for op in ops)
+        acknowledged = refused = unknown = False
+        ack_ms: int | None = None
+        for op in group.attempts:
+            if op.outcome == "ok":
+                acknowledged = True
+                if op.complete_ms is not None and (ack_ms is None or op.complete_ms < ack_ms):
+                    ack_ms = op.complete_ms
+            elif op.outcome == "fail":
+                refused = True
+            else:
+                unknown = True
+            group.first_invoke_ms = min(group.first_invoke_ms, op.invoke_ms)
+        group.status = ("acknowledged" if acknowledged else
+                        "rejected" if refused and not unknown else "unknown")
+        group.ack_ms = ack_ms
         assert group.status != "acknowledged" or group.ack_ms is not None
     return groups
 
 
 _STATUS_OF_ONE = {"ok": "acknowledged", "fail": "rejected"}
+_WRITE_FS = frozenset(WRITE_FS)  # one hash lookup per op, not five comparisons
 
 
 def entry_owner(request_id: Any, groups: dict[str, WriteGroup]) -> tuple[WriteGroup | None, bool]:
@@ -106,12 +118,6 @@ class EntryOwners(NamedTuple):
     def is_cure(self) -> Iterable[bool]:
         """Whether each entry is a cure, to zip with the entries (endless when none is)."""
         return self.cures if self.cures is not None else itertools.repeat(False)
-
-    def taken(self, where: list[int]) -> "EntryOwners":
-        """The owners of the entries at these places."""
-        groups = self.groups
-        cures = None if self.cures is None else [self.cures[n] for n in where]
-        return EntryOwners([groups[n] for n in where], cures if cures and any(cures) else None)
 
 
 def entry_owners(entries: list[dict], groups: dict[str, WriteGroup]) -> EntryOwners:
