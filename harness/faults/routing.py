@@ -35,7 +35,26 @@ def is_chaos_route(path: str) -> bool:
     return path == LISTING or path == FAULTS or path.startswith(FAULTS + "/")
 
 
-class RoutedTarget:
+class _Wrapping:
+    """A target in front of `inner`: its clock, counters and extras (request_raw, clock) are
+    the inner target's; subclasses answer some routes themselves."""
+
+    inner: Target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def now_ms(self) -> int:
+        return self.inner.now_ms()
+
+    def wait_ms(self, duration_ms: int) -> None:
+        self.inner.wait_ms(duration_ms)
+
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters()
+
+
+class RoutedTarget(_Wrapping):
     """`inner` with its chaos routes answered by `providers` (kind -> the provider that carries
     it out). `chaos_api` False: kinds no provider carries out are refused instead of sent to the
     target (a deployment that says its service has no chaos API, or must not use it). `owner`:
@@ -54,9 +73,6 @@ class RoutedTarget:
         # and a restart must not race a pause of the same process.
         self._lock = threading.RLock()
 
-    def __getattr__(self, name: str) -> Any:  # the inner target's extras (request_raw, clock)
-        return getattr(self.inner, name)
-
     # -- Target -------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None,
                 query: dict | None = None) -> Reply:
@@ -69,15 +85,6 @@ class RoutedTarget:
         if method == "DELETE" and path.startswith(FAULTS + "/"):
             return self._remove(path[len(FAULTS) + 1:])
         return self.inner.request(method, path, body, query)
-
-    def now_ms(self) -> int:
-        return self.inner.now_ms()
-
-    def wait_ms(self, duration_ms: int) -> None:
-        self.inner.wait_ms(duration_ms)
-
-    def counters(self) -> dict[str, int]:
-        return self.inner.counters()
 
     def close(self) -> None:
         try:
@@ -176,7 +183,7 @@ class RoutedTarget:
         return Reply(204, None)
 
 
-class ChaosElsewhere:
+class ChaosElsewhere(_Wrapping):
     """`inner`, except that its chaos routes go to `chaos`: a load test's master reaches the
     target over HTTP, and the providers through the harness that started the deployment."""
 
@@ -184,22 +191,10 @@ class ChaosElsewhere:
         self.inner, self.chaos = inner, chaos
         self.name, self.simulated = inner.name, inner.simulated
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
     def request(self, method: str, path: str, body: Any = None,
                 query: dict | None = None) -> Reply:
         to = self.chaos if is_chaos_route(path) else self.inner
         return to.request(method, path, body, query)
-
-    def now_ms(self) -> int:
-        return self.inner.now_ms()
-
-    def wait_ms(self, duration_ms: int) -> None:
-        self.inner.wait_ms(duration_ms)
-
-    def counters(self) -> dict[str, int]:
-        return self.inner.counters()
 
     def close(self) -> None:
         self.inner.close()
