@@ -116,14 +116,40 @@ def _perform_race(recorder: Recorder, workload: Workload, user: User, race: Race
                                  for action, op in zip((first, second), ops)])
 
 
+PROBE_ACCOUNTS_MAX = 32   # a probe reads the displays of at most this many accounts ...
+PROBE_SCAN_OPS_MAX = 4096  # ... the last written, found among at most this many latest ops
+
+
 def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
     move, what = nemesis.next_move(now_ms)
-    if move == "add":
+    if move == "probe":
+        _probe(recorder)
+    elif move == "add":
         op = recorder.add_fault(NEMESIS, what)
         fault_id = op.response.get("fault_id") if op.outcome == "ok" else None
         nemesis.added(what, fault_id)
     else:
         recorder.remove_fault(NEMESIS, what)
+
+
+def _probe(recorder: Recorder) -> None:
+    """Read the displays of the accounts written last, as the users who just wrote would look;
+    the first read that gets no answer ends the probe (the next would wait as long)."""
+    for account_id in recently_written(recorder.history.ops, PROBE_ACCOUNTS_MAX):
+        if recorder.display(NEMESIS, account_id).outcome == "info":
+            return
+
+
+def recently_written(ops: list, accounts_max: int) -> list[str]:
+    """The accounts of the latest writes, the latest first; up to `accounts_max` of them, looked
+    for among the last PROBE_SCAN_OPS_MAX ops (workers append to `ops` meanwhile)."""
+    found: dict[str, None] = {}
+    for op in reversed(ops[-PROBE_SCAN_OPS_MAX:]):
+        if op.is_write and op.account_id is not None:
+            found.setdefault(op.account_id, None)
+            if len(found) >= accounts_max:
+                break
+    return list(found)
 
 
 def _safety_simulated(plan, target, recorder, workload, users, nemesis, progress) -> None:

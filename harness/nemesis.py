@@ -9,11 +9,18 @@ overlapping another kind; then every fault off for a calm, seeded dice for as lo
 (other combinations, more at once), a calm, the cycle again. Which value stands for a class, the
 order and a jitter on every time come from the seed. A fault that may silence the target (a
 stopped process, a partition) is kept brief and nothing else moves while it is on.
+
+It also says when to look: a probe reads the display of the accounts written last, right after
+each fault that resets the display (users open the app after maintenance) and every
+PROBE_EVERY_SLA service levels through each calm. The workers' own reads are random; a wrong
+row that lives only until the account's next event, or a stale one that only a calm may not
+excuse, would meet one on some seeds and not others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import math
 import random
@@ -25,6 +32,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from .contract import RESET_MODES
 from .errors import UsageError
 from .faults import ALL_KINDS, ONE_SHOT_KINDS
+from .history import RESETS_DISPLAY, delay_ms_of
 from .packaged import fixture, read_toml
 
 # -- the kinds and their parameter classes ----------------------------------------------------
@@ -262,10 +270,14 @@ UNIT_MS_MIN = 20          # shorter and a fault would meet too few operations to
 UNIT_MS_MAX = 1000        # longer runs repeat the cycle instead of stretching it
 DEFAULT_LENGTH_MS = 20_000  # a run of unknown length is planned as one of `run`'s default HTTP runs
 DEFAULT_SLA_MS = 1000
-# After the cycle and after the dice, every fault off for this many service levels: a fault on
-# excuses staleness until its end plus the service level, so without calm stretches a slow or
-# flapping display would always be excused and never judged.
+# After the cycle and after the dice, every fault off for this many service levels beyond what
+# the profile's longest delay excuses: a fault on excuses staleness until its end plus the
+# service level (plus its delay), so without calm stretches a slow or flapping display would
+# always be excused and never judged.
 QUIET_SLAS = 3
+PROBE_EVERY_SLA = 0.25  # a probe this often through a calm: several looks per allowance
+PROBE_AFTER_RESET_MS = 5  # the look after a reset: before the next event can mend a row
+RESTARTS_TARGET = ("crash_restart",)
 
 
 class Move(NamedTuple):
@@ -322,15 +334,15 @@ def build_plan(profile: FaultProfile, rng: random.Random, length_ms: int,
     # each take the inside of one unit: once in a chain (over its faults) and once alone.
     lasting = _interleaved([v for v in variants if is_lasting(v.kind)
                             and not isolates(v.kind)], rng)
-    brief = [v for v in variants if not is_lasting(v.kind) or isolates(v.kind)]
+    brief = _wipes_first([v for v in variants if not is_lasting(v.kind) or isolates(v.kind)],
+                         rng)
     overlap = profile.concurrent_max >= 2
     half = (len(lasting) + 1) // 2
     chains = [chain for chain in (lasting[:half], lasting[half:]) if chain] or [[]]
-    alone = _split(rng.sample(brief, len(brief)), len(chains))
+    alone = _split(brief, len(chains))
     # One at a time (concurrent_max = 1): only instant faults meet a chain's.
     over = brief if overlap else [v for v in brief if not is_lasting(v.kind)]
-    during = _split(rng.sample(over, len(over)), len(chains)) if lasting else \
-        [[] for _ in chains]
+    during = _split(over, len(chains)) if lasting else [[] for _ in chains]
     moves: list[Move] = []
     tick = TICKS_PER_UNIT // 2  # room for the removal of the dice's faults first
     for chain, over, gap in zip(chains, during, alone):
@@ -348,11 +360,25 @@ def build_plan(profile: FaultProfile, rng: random.Random, length_ms: int,
     assert len({m.tick for m in moves}) == len(moves), "one move per tick"
     units = max(1, math.ceil(tick / TICKS_PER_UNIT))
     unit_ms = _unit_ms(length_ms, units)
-    quiet_ms = min(QUIET_SLAS * sla_ms, unit_ms * tick // TICKS_PER_UNIT)
+    delay_ms_max = max((delay_ms_of(v.kind, {FAULTS[v.kind].param.field: value})
+                        for v, values in variants.items() if FAULTS[v.kind].param
+                        for value in values), default=0)
+    quiet_ms = min(QUIET_SLAS * sla_ms + delay_ms_max, unit_ms * tick // TICKS_PER_UNIT)
     draft = Plan(length_ms, unit_ms, quiet_ms, tuple(moves), tick, variants, {}, ())
     claims = covered(_windows(draft))
     return dataclasses.replace(draft, claims=claims,
                                notes=_notes(draft, claims, profile, variants))
+
+
+def _wipes_first(brief: list[Variant], rng: random.Random) -> list[Variant]:
+    """A seeded order of the brief faults with those that wipe the display (a clear, a crash)
+    first and the restore from a snapshot last: a restore tests a service only once its
+    snapshot holds a built display, and one taken before a wipe or a restart may hold nothing."""
+    def rank(variant: Variant) -> int:
+        if variant == Variant("maintenance_reset", "snapshot"):
+            return 2
+        return 0 if variant.kind in RESETS_DISPLAY else 1
+    return sorted(rng.sample(brief, len(brief)), key=rank)
 
 
 def _unit_ms(length_ms: int, units: int) -> int:
@@ -526,8 +552,8 @@ class _Due(NamedTuple):
 
 class Nemesis:
     """Says what to inject or remove next and when: the covering cycle, a calm, the dice for as
-    long as the cycle, a calm, the cycle again, and so on. All its choices come from `rng`; the
-    driver carries them out."""
+    long as the cycle, a calm, the cycle again, and so on; and when to probe the display. All its
+    choices come from `rng`; the driver carries them out."""
 
     def __init__(self, profile: FaultProfile, rng: random.Random, start_ms: int,
                  length_ms: int | None = None, sla_ms: int = DEFAULT_SLA_MS) -> None:
@@ -543,21 +569,55 @@ class Nemesis:
         self._queue: deque[_Due] = deque()
         self._next_cycle_ms = start_ms
         self._dice_until_ms = start_ms
+        self._faults: dict[str, tuple[int | None, dict]] = {}  # active id: (slot, fault)
+        # After a restart: a remove-all (None), then what was on, again (`_after_restart`).
+        self._restore: deque[tuple[int | None, dict] | None] = deque()
+        self._moved_ms = start_ms
+        self._probe_every_ms = max(1, int(PROBE_EVERY_SLA * sla_ms))
+        self._probes: list[int] = []  # a heap of due times: a reset's look comes between calms'
         if profile.kinds:
             self._queue.append(_Due(start_ms, "cycle"))
-        # Bounded: a queue holds at most one cycle's moves plus the removal of `active`.
+        # Bounded: a queue holds at most one cycle's moves plus the removal of `active`; the
+        # probes at most two calms' and one per move.
         self._queue_max = len(self.plan.moves) + profile.concurrent_max + 2
+        self._probes_max = 2 * (self.plan.quiet_ms // self._probe_every_ms + 1) + self._queue_max
 
     @property
     def next_ms(self) -> float:
-        self._settle()
-        return self._queue[0].at_ms if self._queue else math.inf
+        if self._restore:
+            return self._moved_ms  # at once
+        return min(self._next_move_ms, self._next_probe_ms)
 
     def due(self, now_ms: int) -> bool:
         return bool(self.profile.kinds) and now_ms >= self.next_ms
 
-    def next_move(self, now_ms: int) -> tuple[str, dict | str]:
-        """("add", fault) or ("remove", fault_id)."""
+    def next_move(self, now_ms: int) -> tuple[str, dict | str | None]:
+        """("add", fault), ("remove", fault_id), ("remove", None): every fault, or ("probe",
+        None): read the displays now."""
+        self._moved_ms = now_ms
+        if self._restore:
+            return self._restoring()
+        if self._next_probe_ms <= self._next_move_ms:
+            while self._probes and self._probes[0] <= now_ms:  # one look for all that are late
+                heapq.heappop(self._probes)
+            return "probe", None
+        move, what = self._next_fault_move(now_ms)
+        if move == "add" and isinstance(what, dict) and what["kind"] in RESETS_DISPLAY:
+            heapq.heappush(self._probes, now_ms + PROBE_AFTER_RESET_MS)
+        assert len(self._probes) <= self._probes_max
+        return move, what
+
+    @property
+    def _next_move_ms(self) -> float:
+        self._settle()
+        return self._queue[0].at_ms if self._queue else math.inf
+
+    @property
+    def _next_probe_ms(self) -> float:
+        """Never while the target may not answer (a probe would wait out each read's timeout)."""
+        return self._probes[0] if self._probes and not self._isolating else math.inf
+
+    def _next_fault_move(self, now_ms: int) -> tuple[str, dict | str]:
         self._settle()
         item = self._queue.popleft()
         self._adding = None
@@ -580,11 +640,30 @@ class Nemesis:
             return
         if is_lasting(fault["kind"]):
             self.active.append(fault_id)
+            self._faults[fault_id] = (self._adding, fault)
             if isolates(fault["kind"]):
                 self._isolating.append(fault_id)
             if self._adding is not None:
                 self._slot_ids[self._adding] = fault_id
+        elif fault["kind"] in RESTARTS_TARGET and self.active:
+            self._after_restart()
         self._adding = None
+
+    def _after_restart(self) -> None:
+        """A restarted target has lost the faults its own chaos API held (and may reuse their
+        ids), yet the history would count them on until removed: so every fault is removed,
+        which the history records, and what the schedule still has on is injected again."""
+        self._restore = deque([None, *(self._faults[f] for f in self.active)])
+        assert len(self._restore) <= self._queue_max
+
+    def _restoring(self) -> tuple[str, dict | None]:
+        item = self._restore.popleft()
+        if item is None:
+            self.active, self._isolating, self._faults = [], [], {}
+            self._slot_ids.clear()
+            return "remove", None
+        self._adding, fault = item
+        return "add", fault
 
     # -- inside ----------------------------------------------------------------------------
     def _settle(self) -> None:
@@ -623,6 +702,10 @@ class Nemesis:
         self._dice_until_ms = dice_ms + max(self.plan.cycle_ms, self.profile.interval_ms_max)
         self._next_cycle_ms = self._dice_until_ms + self.plan.quiet_ms
         self._queue.append(_Due(dice_ms + self._interval_ms(), "dice"))
+        for calm_ms in (start_ms + self.plan.cycle_ms, self._dice_until_ms):
+            for at_ms in range(calm_ms + self._probe_every_ms, calm_ms + self.plan.quiet_ms,
+                               self._probe_every_ms):
+                heapq.heappush(self._probes, at_ms)
 
     def _dropped(self) -> list[str]:
         """Every active fault, those silencing the target first (else removing the others
@@ -633,11 +716,13 @@ class Nemesis:
         for faults in (self.active, self._isolating):
             if fault_id in faults:
                 faults.remove(fault_id)
+        self._faults.pop(fault_id, None)
 
     def _delay(self, late_ms: int) -> None:
         """A late move (a restart answered once the process was ready) delays what follows, so
         each planned fault keeps its turn alone and its overlap."""
         self._queue = deque(item._replace(at_ms=item.at_ms + late_ms) for item in self._queue)
+        self._probes = [at_ms + late_ms for at_ms in self._probes]  # still a heap
         self._dice_until_ms += late_ms
         self._next_cycle_ms += late_ms
 

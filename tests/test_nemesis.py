@@ -12,7 +12,7 @@ import pytest
 
 from harness import nemesis as nm
 from harness.console import run_summary
-from harness.driver import Drive, safety_ms
+from harness.driver import Drive, recently_written, safety_ms
 from harness.history import FaultWindow
 from harness.reports import html
 from harness.runner import DEFAULT_ACCOUNTS, DEFAULT_DURATION_S, DEFAULT_OPS, RunConfig, execute
@@ -36,6 +36,8 @@ def play(nemesis: nm.Nemesis, start_ms: int, end_ms: int, refuse: str | None = N
             break
         now_ms = max(start_ms, int(nemesis.next_ms))
         move, what = nemesis.next_move(now_ms)
+        if move == "probe":
+            continue
         if move == "add":
             fault_id = None if what["kind"] == refuse else f"f-{n}"
             nemesis.added(what, fault_id)
@@ -48,7 +50,8 @@ def play(nemesis: nm.Nemesis, start_ms: int, end_ms: int, refuse: str | None = N
             if window.end_ms is None:
                 on[fault_id] = window
         else:
-            on.pop(what).end_ms = now_ms
+            for fault_id in list(on) if what is None else [what]:
+                on.pop(fault_id).end_ms = now_ms
     for window in on.values():  # the convergence phase removes every fault
         window.end_ms = end_ms
     return windows
@@ -113,18 +116,99 @@ def test_a_long_run_repeats_the_cycle():
     assert second, "a second cycle began"
 
 
-def test_calm_stretches_leave_every_fault_off_for_three_service_levels():
+def test_calm_stretches_leave_every_fault_off_for_three_service_levels_past_the_longest_delay():
+    # A delay excuses staleness for its own length past its end: a calm as long as the longest
+    # one and three service levels more is judged for at least two.
     nemesis = nm.Nemesis(ALL, random.Random(9), 0, HTTP_DEFAULT_MS, sla_ms=1000)
     windows = play(nemesis, 0, HTTP_DEFAULT_MS)
     end_of_cycle = nemesis.plan.cycle_ms + nemesis.plan.at_ms(1)
-    assert all(w.end_ms <= end_of_cycle or w.start_ms >= end_of_cycle + 3000 - 1 for w in windows)
+    calm_ms = 3000 + max(ALL.delay_ms)
+    assert nemesis.plan.quiet_ms == calm_ms == 5000
+    assert all(w.end_ms <= end_of_cycle or w.start_ms >= end_of_cycle + calm_ms - 1
+               for w in windows)
+
+
+def _schedule(profile: nm.FaultProfile, seed: int, length_ms: int) -> list[tuple[int, str, object]]:
+    """(ms, move, fault or id) of every move before `length_ms`, each fault acknowledged."""
+    nemesis = nm.Nemesis(profile, random.Random(seed), 0, length_ms, sla_ms=1000)
+    out: list[tuple[int, str, object]] = []
+    while nemesis.next_ms < length_ms and len(out) < 10_000:
+        now_ms = int(nemesis.next_ms)
+        move, what = nemesis.next_move(now_ms)
+        if move == "add":
+            nemesis.added(what, f"f-{len(out)}")
+            what = (f"f-{len(out)}", what)
+        out.append((now_ms, move, what))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_display_is_probed_after_each_reset_and_through_each_calm(seed):
+    table = nm.FaultProfile("table", tuple(nm.FAULTS))
+    moves = _schedule(table, seed, HTTP_DEFAULT_MS)
+    probes = [ms for ms, move, _ in moves if move == "probe"]
+    resets = [ms for ms, move, what in moves
+              if move == "add" and what[1]["kind"] in ("maintenance_reset", "crash_restart")]
+    assert resets and all(any(r <= p <= r + nm.PROBE_AFTER_RESET_MS for p in probes)
+                          for r in resets)
+    plan = nm.build_plan(table, random.Random(seed), HTTP_DEFAULT_MS)
+    calm = [p for p in probes if plan.cycle_ms < p < plan.cycle_ms + plan.quiet_ms]
+    assert len(calm) >= plan.quiet_ms // 250 - 2, "a look every quarter of a service level"
+    assert not any(ms in calm for ms, move, _ in moves if move != "probe"), "the calm is calm"
+
+
+def test_no_probe_while_a_fault_may_silence_the_target():
+    table = nm.FaultProfile("table", tuple(nm.FAULTS))
+    silent: set[str] = set()
+    for ms, move, what in _schedule(table, 4, 3 * HTTP_DEFAULT_MS):
+        if move == "add" and nm.isolates(what[1]["kind"]):
+            silent.add(what[0])
+        elif move == "remove":
+            silent.discard(what)
+        assert not (move == "probe" and silent), ms
+
+
+def test_a_restart_removes_every_fault_and_puts_back_what_the_schedule_has_on():
+    # A restarted service has lost its chaos API's faults (and may give their ids again): left
+    # alone, the history would count them on until the end, excusing every stale read after.
+    table = nm.FaultProfile("table", tuple(nm.FAULTS))
+    moves = _schedule(table, 3, HTTP_DEFAULT_MS)
+    on: dict[str, dict] = {}
+    restarts = 0
+    for n, (ms, move, what) in enumerate(moves):
+        if move == "add" and what[1]["kind"] == "crash_restart" and on:
+            restarts += 1
+            before = sorted(map(str, on.values()))
+            assert moves[n + 1][1:] == ("remove", None), "every fault off first"
+            again = moves[n + 2:n + 2 + len(before)]
+            assert all(m[0] == ms and m[1] == "add" for m in again), "then at once"
+            assert sorted(str(m[2][1]) for m in again) == before, "the same faults again"
+        if move == "add" and nm.is_lasting(what[1]["kind"]):
+            on[what[0]] = what[1]
+        elif move == "remove":
+            on = {} if what is None else {k: v for k, v in on.items() if k != what}
+    assert restarts, "the plan puts a crash under a chain's faults"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_cycle_wipes_first_and_restores_a_snapshot_last(seed):
+    # A restore tests a service only once its snapshot holds a built display; one taken before
+    # a wipe or a restart may hold nothing.
+    table = nm.FaultProfile("table", tuple(nm.FAULTS))
+    plan = nm.build_plan(table, random.Random(seed), HTTP_DEFAULT_MS)
+    adds = [m for m in plan.moves if m.action == "add"]
+    wipes = [m.tick for m in adds if m.variant.kind == "crash_restart"
+             or m.variant == nm.Variant("maintenance_reset", "clear")]
+    restores = [m.tick for m in adds if m.variant == nm.Variant("maintenance_reset", "snapshot")]
+    assert wipes and restores and max(wipes) < min(restores)
 
 
 def test_one_at_a_time_never_overlaps_two_lasting_faults_and_says_so():
     one = dataclasses.replace(ALL, concurrent_max=1)
     windows = play(nm.Nemesis(one, random.Random(1), 0, HTTP_DEFAULT_MS), 0, HTTP_DEFAULT_MS)
     lasting = sorted((w for w in windows if nm.is_lasting(w.kind)), key=lambda w: w.start_ms)
-    assert all(a.end_ms < b.start_ms for a, b in zip(lasting, lasting[1:]))
+    # A restart's remove-all and the same fault again may share a millisecond.
+    assert all(a.end_ms <= b.start_ms for a, b in zip(lasting, lasting[1:]))
     plan = nm.build_plan(one, random.Random(1), HTTP_DEFAULT_MS)
     assert any("concurrent_max = 1" in note for note in plan.notes)
 
@@ -260,3 +344,32 @@ def test_a_profile_names_values_by_the_tables_keys_and_refuses_bad_ones(tmp_path
         bad.write_text(text)
         with pytest.raises(nm.UsageError, match=words):
             nm.load_profile(str(bad))
+
+
+def test_a_run_probes_the_accounts_written_last_after_each_reset():
+    result = execute(RunConfig(seed=6, ops=3000, quiet=True))
+    ops = result.history.ops
+    safety_ms_ = result.history.phase_start_ms("safety")
+    converging_ms = result.history.phase_start_ms("convergence")
+    resets = [op for op in ops if op.f == "fault_add" and op.outcome == "ok"
+              and op.request["kind"] == "maintenance_reset"]
+    assert resets
+    for reset in resets:
+        after = [op for op in ops[reset.index + 1:] if op.process == 0][:3]
+        assert [op.f for op in after] == ["display"] * 3, "a look right after the reset"
+        assert after[0].invoke_ms - reset.complete_ms <= nm.PROBE_AFTER_RESET_MS + 1
+        written = recently_written(ops[:after[0].index], 3)
+        assert [op.account_id for op in after] == written
+    probes = [op for op in ops if op.process == 0 and op.f == "display"
+              and safety_ms_ <= op.invoke_ms < converging_ms]
+    assert len(probes) > len(resets) * 3, "and through the calm stretches"
+
+
+def test_recently_written_is_the_latest_writes_accounts_latest_first():
+    from harness.history import History
+    history = History()
+    for account_id, f in (("a", "draw"), ("b", "repay"), ("a", "draw"), ("c", "display"),
+                          ("d", "limit")):
+        history.invoke(1, f, account_id, {}, 0)
+    assert recently_written(history.ops, 10) == ["d", "a", "b"]
+    assert recently_written(history.ops, 2) == ["d", "a"]

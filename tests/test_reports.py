@@ -237,6 +237,25 @@ def test_summary_tells_verdict_replay_findings_coverage_lag_availability() -> No
     assert "Gate `default` failed." in text
 
 
+def test_summary_tells_fault_coverage_what_users_waited_for_and_what_faults_did() -> None:
+    from harness.runner import RunConfig, execute
+
+    report = execute(RunConfig(seed=5, ops=1500, quiet=True)).report
+    stats = report["stats"]
+    text = markdown.render(report)
+    cycle_s = stats["fault_coverage"]["planned"]["cycle_ms"] / 1000
+    assert ("- **Fault coverage:** every planned kind, class and combination "
+            f"(cycle {cycle_s:.1f} s)") in text
+    restore_p99 = stats["symptoms"]["restore"]["p99"]
+    assert f"- **Shown to users (p99):** restore {restore_p99:,.0f} ms" in text
+    effects = stats["fault_effects"]
+    assert f"- **Fault effects:** {effects['injected']} injected ({effects['observed']} observed" \
+        in text
+    missing = markdown.render({"verdict": "fail", "stats": {"fault_coverage": {
+        "planned": {"kinds": {"pause_sync": []}}, "missing": ["pause_sync"]}}})
+    assert "- **Fault coverage:** NOT exercised: pause_sync" in missing
+
+
 def test_summary_escapes_markup_and_pipes() -> None:
     findings = make_findings()
     findings[0]["explanation"] = f"{INJECTION} a|b"

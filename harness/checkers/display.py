@@ -97,22 +97,26 @@ class _Resets:
     """A maintenance reset may put back a snapshot of any age, and a restarted service rebuilds
     its display from scratch (`RESETS_DISPLAY`), so after one the display may lack even old
     entries until it has rebuilt: each restarts the allowance of every entry committed before
-    it, as if committed when it ended."""
+    it, as if committed when it ended. An entry committed after a reset owes it nothing."""
 
     def __init__(self, windows: list[FaultWindow], allowance: Allowance) -> None:
         resets = sorted((w for w in windows if w.kind in RESETS_DISPLAY),
                         key=lambda w: w.start_ms)
         self._start_ms = [w.start_ms for w in resets]
-        self._deadline_ms: list[float] = []
-        for window in resets:
-            own = (math.inf if window.end_ms is None
-                   else allowance.deadline_ms(window.end_ms))
-            self._deadline_ms.append(max(own, self._deadline_ms[-1]) if self._deadline_ms else own)
+        self._end_ms = [math.inf if w.end_ms is None else w.end_ms for w in resets]
+        self._deadline_ms = [allowance.deadline_ms(w.end_ms) if w.end_ms is not None
+                             else math.inf for w in resets]
+        self._longest_ms = max((end - start for start, end in zip(self._start_ms, self._end_ms)),
+                               default=0)
 
-    def deadline_before(self, read_ms: int) -> float:
-        """The latest allowance restarted by a reset sent by `read_ms`."""
-        n = bisect.bisect_right(self._start_ms, read_ms)
-        return self._deadline_ms[n - 1] if n else -math.inf
+    def deadline_between(self, t_c_ms: int, read_ms: int) -> float:
+        """The latest allowance restarted, for an entry committed by `t_c_ms`, by a reset that
+        had not ended by then and was sent by `read_ms`."""
+        hi = bisect.bisect_right(self._start_ms, read_ms)
+        lo = 0 if self._longest_ms == math.inf else \
+            bisect.bisect_left(self._start_ms, t_c_ms - self._longest_ms)
+        return max((self._deadline_ms[n] for n in range(lo, hi) if self._end_ms[n] >= t_c_ms),
+                   default=-math.inf)
 
 
 @dataclass
@@ -296,7 +300,8 @@ def _staleness(op: Op, d: dict, seq: int, account: AccountIndex, faults: FaultIn
     t_c_ms = int(committed_ms)
     lag_ms = max(0, op.invoke_ms - t_c_ms)
     assert seq < account.seqs[n], "the display misses an entry after the one it shows"
-    allowed_until_ms = max(allowance.deadline_ms(t_c_ms), resets.deadline_before(op.invoke_ms))
+    allowed_until_ms = max(allowance.deadline_ms(t_c_ms),
+                           resets.deadline_between(t_c_ms, op.invoke_ms))
     stale = op.invoke_ms > allowed_until_ms
     # The faults that overlapped the lag (those on at the read, when there was none).
     kinds = (faults.kinds_overlapping(t_c_ms, op.invoke_ms) if lag_ms

@@ -1,10 +1,12 @@
 """summary.md: the run as a pull-request comment. Short by construction (about 60 lines however
-many findings): the verdict, how to replay it, the worst findings, what was covered."""
+many findings): the verdict, how to replay it, the worst findings, what was covered, how long
+users waited to see their writes and what the faults did."""
 
 from __future__ import annotations
 
 import re
 
+from .. import console
 from .findings_view import (account, first_seen, kind_counts, one_line, ordered,
                             severity_counts)
 
@@ -111,9 +113,20 @@ def _coverage_columns(all_counts) -> list[str]:
 
 
 def _health(stats: dict) -> str:
+    # The console's words for fault coverage, what users waited for and what the faults did
+    # (one wording for both places), as list items with the label in bold.
+    said = [console.coverage_line(stats.get("fault_coverage")),
+            console.symptoms_line(stats.get("symptoms")),
+            *console.effects_lines(stats.get("fault_effects"))[:1]]
     lines = [line for line in (_lag_line(stats.get("lag_ms")),
-                               _availability_line(stats.get("availability"))) if line]
+                               _availability_line(stats.get("availability")),
+                               *(_bold_label(text) for text in said if text)) if line]
     return "\n".join(f"- {line}" for line in lines)
+
+
+def _bold_label(text: str) -> str:
+    label, _, rest = text.strip().partition(": ")
+    return f"**{_cell(label[:1].upper() + label[1:])}:** {_cell(rest)}"
 
 
 def _lag_line(lag: object) -> str:
