@@ -180,3 +180,20 @@ def test_close_stops_owned_processes():
     provider.inject({"kind": "process_pause"})
     provider.close()
     assert gone(process.pid)
+
+
+def test_the_harness_own_command_runs_from_its_installation_when_not_on_path(monkeypatch):
+    # The shipped deployment file starts `limit-harness serve ...`; in a virtual environment
+    # that is not activated, that name is not on PATH, yet the harness running it is installed.
+    from harness.faults.process import ManagedProcess
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    process = ManagedProcess("api", "limit-harness serve --port {port}")
+    try:
+        assert process.argv[:3] == [sys.executable, "-m", "harness.cli"]
+        assert process.argv[3:5] == ["serve", "--port"]
+        assert process.alive
+    finally:
+        process.stop()
+    with pytest.raises(Exception, match="my-service"):
+        ManagedProcess("api", "my-service --port {port}")  # only our own command is resolved

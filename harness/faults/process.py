@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import socket
 import subprocess
 import tempfile
@@ -38,6 +39,7 @@ LOG_TAIL_CHARS = 400
 ACTIONS = ("pause", "restart")
 DEFAULT_ACTIONS = {"crash_restart": "restart", "process_pause": "pause"}
 DEFAULT_ROUTES = {"crash_restart": "api", "process_pause": "api"}
+OWN_COMMAND = "limit-harness"
 
 
 class ManagedProcess:
@@ -54,6 +56,10 @@ class ManagedProcess:
                  log_dir: str | Path | None = None) -> None:
         argv = shlex.split(argv_or_cmd) if isinstance(argv_or_cmd, str) else list(argv_or_cmd)
         assert argv, f"process {name}: empty command"
+        if argv[0] == OWN_COMMAND and shutil.which(OWN_COMMAND) is None:
+            # Ours, installed in a virtual environment that is not activated (the shipped
+            # deployment file names it): the same installation's interpreter runs it.
+            argv[:1] = [sys.executable, "-m", "harness.cli"]
         assert start_timeout_s > 0, f"process {name}: start_timeout_s must be positive"
         if port is None and any("{port}" in arg for arg in argv):
             port = free_port()
