@@ -123,7 +123,7 @@ PROBE_SCAN_OPS_MAX = 4096  # ... the last written, found among at most this many
 def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
     move, what = nemesis.next_move(now_ms)
     if move == "probe":
-        _probe(recorder)
+        _probe(recorder, nemesis.next_fault_ms)
     elif move == "add":
         op = recorder.add_fault(NEMESIS, what)
         fault_id = op.response.get("fault_id") if op.outcome == "ok" else None
@@ -132,10 +132,13 @@ def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
         recorder.remove_fault(NEMESIS, what)
 
 
-def _probe(recorder: Recorder) -> None:
-    """Read the displays of the accounts written last, as the users who just wrote would look;
-    the first read that gets no answer ends the probe (the next would wait as long)."""
+def _probe(recorder: Recorder, until_ms: float) -> None:
+    """Read the displays of the accounts written last, as the users who just wrote would look,
+    until `until_ms` (the nemesis's next move); the first read that gets no answer ends the
+    probe (the next would wait as long)."""
     for account_id in recently_written(recorder.history.ops, PROBE_ACCOUNTS_MAX):
+        if recorder.target.now_ms() >= until_ms:
+            return
         if recorder.display(NEMESIS, account_id).outcome == "info":
             return
 

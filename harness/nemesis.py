@@ -583,6 +583,12 @@ class Nemesis:
         self._probes_max = 2 * (self.plan.quiet_ms // self._probe_every_ms + 1) + self._queue_max
 
     @property
+    def next_fault_ms(self) -> float:
+        """When the next fault move is due: a probe must be over by then, or it would push the
+        schedule (a short run's cycle would no longer fit it)."""
+        return self._moved_ms if self._restore else self._next_move_ms
+
+    @property
     def next_ms(self) -> float:
         if self._restore:
             return self._moved_ms  # at once

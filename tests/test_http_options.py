@@ -107,7 +107,7 @@ def test_without_the_token_the_target_cannot_be_judged_exit_2(gateway, tmp_path)
 def test_a_typed_in_token_is_redacted_from_the_replay_command_and_every_file(gateway, tmp_path):
     done = _cli(tmp_path, "run", "--target", gateway, "--duration", "2", "--quiet",
                 "--header", f"Authorization: Bearer {TOKEN}", "--report-dir", "typed")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "--header 'Authorization: <redacted>'" in done.stdout
     _nothing_leaks(done, tmp_path)
 
