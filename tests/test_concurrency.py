@@ -143,8 +143,10 @@ def test_each_concurrency_bug_breaks_that_property(bug):
     setup, race, interleaving = find(
         st.tuples(setups, races, interleavings),
         lambda case: not _serializable((bug,), *case),
-        # The first one found will do: shrinking it would only cost time here.
-        settings=settings(max_examples=2_000, deadline=None, database=None,
+        # The first one found will do: shrinking it would only cost time here. Derandomized:
+        # the same examples every run (random ones missed cure_decided_before_risk in 2,000
+        # tries once in a while).
+        settings=settings(max_examples=2_000, deadline=None, database=None, derandomize=True,
                           phases=[Phase.generate]))
     assert not _serializable((bug,), setup, race, interleaving)
 
