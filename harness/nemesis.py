@@ -14,7 +14,8 @@ It also says when to look: a probe reads the display of the accounts written las
 each fault that resets the display (users open the app after maintenance) and every
 PROBE_EVERY_SLA service levels through each calm. The workers' own reads are random; a wrong
 row that lives only until the account's next event, or a stale one that only a calm may not
-excuse, would meet one on some seeds and not others.
+excuse, would meet one on some seeds and not others. And after a restart it removes every
+fault and injects again what its schedule still has on: the restarted target lost them.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import os
 import shlex
 import shutil
 import signal
-import sys
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
