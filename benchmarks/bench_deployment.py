@@ -30,7 +30,7 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_service  # noqa: E402 - the same load generators and accounts
 from bench_service import (  # noqa: E402
-    ACCOUNTS, WARMUP_S, ledger_seq, print_table, python_load, setup_accounts, wrk_load)
+    measured_writes, print_table, python_load, writes_note, wrk_load)
 
 from harness.faults.process import ManagedProcess  # noqa: E402
 from harness.service import process as serve_process  # noqa: E402
@@ -83,11 +83,7 @@ def measure(workdir: Path, urls: list[str], load, seconds: float) -> list[tuple]
         api = serve_process.spawn(workdir, "--role", "api", *urls, wait_s=30)
         try:
             print(api.banner, flush=True)
-            setup_accounts(api.url, ACCOUNTS)
-            load(api.url, "write", WARMUP_S, "warm", workdir)
-            before = ledger_seq(api.url)
-            writes = load(api.url, "write", seconds, "w", workdir)
-            written = ledger_seq(api.url) - before
+            writes, written = measured_writes(api.url, load, seconds, workdir)
             shown_s = time_to_sync(api.url)
             reads = load(api.url, "read", seconds, "r", workdir)
         finally:
@@ -99,9 +95,7 @@ def measure(workdir: Path, urls: list[str], load, seconds: float) -> list[tuple]
         projector.stop()
     return [
         ("HTTP writes/s (201s; PostgreSQL ledger, Redis bus)", writes.per_s, TARGET_WRITES_PER_S,
-         f"p50 {writes.p50_ms:.2f} ms, p99 {writes.p99_ms:.2f} ms, non-201 {writes.other}, "
-         f"socket errors {writes.errors}; ledger grew by {written} for {writes.ok} counted 201s"
-         f"{'' if written >= writes.ok else ' (LOST WRITES)'}"),
+         writes_note(writes, written)),
         ("projector: last write shown, ms after the load", shown_s * 1000, None,
          "GET /v1/sync applied_seq reached ledger_seq"),
         ("HTTP display reads/s (200s, from Redis)", reads.per_s, None,

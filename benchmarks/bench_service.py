@@ -306,11 +306,7 @@ def http_rows(workdir: Path, load, seconds: float) -> list[tuple]:
     server = serve_process.spawn(workdir, "--ledger", f"sqlite:///{workdir / 'bench.sqlite'}")
     try:
         print(server.banner, flush=True)
-        setup_accounts(server.url, ACCOUNTS)
-        load(server.url, "write", WARMUP_S, "warm", workdir)
-        before = ledger_seq(server.url)
-        writes = load(server.url, "write", seconds, "w", workdir)
-        written = ledger_seq(server.url) - before
+        writes, written = measured_writes(server.url, load, seconds, workdir)
         reads = load(server.url, "read", seconds, "r", workdir)
     finally:
         code = server.stop()
@@ -318,13 +314,28 @@ def http_rows(workdir: Path, load, seconds: float) -> list[tuple]:
         print(f"warning: serve exited with {code}: {server.stderr()}")
     return [
         ("HTTP writes/s (201s, SQLite file)", writes.per_s, TARGET_HTTP_WRITES_PER_S,
-         f"p50 {writes.p50_ms:.2f} ms, p99 {writes.p99_ms:.2f} ms, non-201 {writes.other}, "
-         f"socket errors {writes.errors}; ledger grew by {written} for {writes.ok} counted 201s"
-         f"{'' if written >= writes.ok else ' (LOST WRITES)'}"),
+         writes_note(writes, written)),
         ("HTTP display reads/s (200s)", reads.per_s, TARGET_HTTP_READS_PER_S,
          f"p50 {reads.p50_ms:.2f} ms, p99 {reads.p99_ms:.2f} ms, non-200 {reads.other}, "
          f"socket errors {reads.errors}"),
     ]
+
+
+def measured_writes(url: str, load, seconds: float, workdir: Path) -> tuple:
+    """The accounts opened, a warm-up, then `seconds` of writes: (the load's figures, how many
+    entries the ledger grew by meanwhile)."""
+    setup_accounts(url, ACCOUNTS)
+    load(url, "write", WARMUP_S, "warm", workdir)
+    before = ledger_seq(url)
+    writes = load(url, "write", seconds, "w", workdir)
+    return writes, ledger_seq(url) - before
+
+
+def writes_note(writes, written: int) -> str:
+    """The notes of a writes row: latency, errors, and whether the ledger holds every 201."""
+    return (f"p50 {writes.p50_ms:.2f} ms, p99 {writes.p99_ms:.2f} ms, non-201 {writes.other}, "
+            f"socket errors {writes.errors}; ledger grew by {written} for {writes.ok} counted "
+            f"201s{'' if written >= writes.ok else ' (LOST WRITES)'}")
 
 
 def print_table(rows) -> None:

@@ -562,7 +562,6 @@ class Nemesis:
         self.rng = rng
         self.plan = build_plan(profile, rng, length_ms or DEFAULT_LENGTH_MS, sla_ms)
         self._end_ms = start_ms + self.plan.length_ms
-        self.active: list[str] = []  # lasting fault ids the target acknowledged
         self._isolating: list[str] = []  # those of them that may silence the target
         self._slot_ids: dict[int, str] = {}
         self._adding: int | None = None
@@ -570,7 +569,8 @@ class Nemesis:
         self._queue: deque[_Due] = deque()
         self._next_cycle_ms = start_ms
         self._dice_until_ms = start_ms
-        self._faults: dict[str, tuple[int | None, dict]] = {}  # active id: (slot, fault)
+        # The lasting faults the target acknowledged, in order: id -> (slot, fault).
+        self._faults: dict[str, tuple[int | None, dict]] = {}
         # After a restart: a remove-all (None), then what was on, again (`_after_restart`).
         self._restore: deque[tuple[int | None, dict] | None] = deque()
         self._moved_ms = start_ms
@@ -584,6 +584,11 @@ class Nemesis:
         self._probes_max = 2 * (self.plan.quiet_ms // self._probe_every_ms + 1) + self._queue_max
 
     @property
+    def active(self) -> list[str]:
+        """The ids of the lasting faults on, in the order they came on."""
+        return list(self._faults)
+
+    @property
     def next_fault_ms(self) -> float:
         """When the next fault move is due: a probe must be over by then, or it would push the
         schedule (a short run's cycle would no longer fit it)."""
@@ -591,9 +596,7 @@ class Nemesis:
 
     @property
     def next_ms(self) -> float:
-        if self._restore:
-            return self._moved_ms  # at once
-        return min(self._next_move_ms, self._next_probe_ms)
+        return min(self.next_fault_ms, self._next_probe_ms)
 
     def due(self, now_ms: int) -> bool:
         return bool(self.profile.kinds) and now_ms >= self.next_ms
@@ -646,13 +649,12 @@ class Nemesis:
         if fault_id is None:
             return
         if is_lasting(fault["kind"]):
-            self.active.append(fault_id)
             self._faults[fault_id] = (self._adding, fault)
             if isolates(fault["kind"]):
                 self._isolating.append(fault_id)
             if self._adding is not None:
                 self._slot_ids[self._adding] = fault_id
-        elif fault["kind"] in RESTARTS_TARGET and self.active:
+        elif fault["kind"] in RESTARTS_TARGET and self._faults:
             self._after_restart()
         self._adding = None
 
@@ -660,13 +662,13 @@ class Nemesis:
         """A restarted target has lost the faults its own chaos API held (and may reuse their
         ids), yet the history would count them on until removed: so every fault is removed,
         which the history records, and what the schedule still has on is injected again."""
-        self._restore = deque([None, *(self._faults[f] for f in self.active)])
+        self._restore = deque([None, *self._faults.values()])
         assert len(self._restore) <= self._queue_max
 
     def _restoring(self) -> tuple[str, dict | None]:
         item = self._restore.popleft()
         if item is None:
-            self.active, self._isolating, self._faults = [], [], {}
+            self._isolating, self._faults = [], {}
             self._slot_ids.clear()
             return "remove", None
         self._adding, fault = item
@@ -720,9 +722,8 @@ class Nemesis:
         return sorted(self.active, key=lambda fault_id: fault_id not in self._isolating)
 
     def _forget(self, fault_id: str) -> None:
-        for faults in (self.active, self._isolating):
-            if fault_id in faults:
-                faults.remove(fault_id)
+        if fault_id in self._isolating:
+            self._isolating.remove(fault_id)
         self._faults.pop(fault_id, None)
 
     def _delay(self, late_ms: int) -> None:
@@ -741,9 +742,10 @@ class Nemesis:
             fault_id = self._isolating[0]
             self._forget(fault_id)
             return "remove", fault_id
-        full = len(self.active) >= self.profile.concurrent_max
-        if self.active and (full or self.rng.random() < 0.4):
-            fault_id = self.active[self.rng.randrange(len(self.active))]
+        active = self.active
+        full = len(active) >= self.profile.concurrent_max
+        if active and (full or self.rng.random() < 0.4):
+            fault_id = active[self.rng.randrange(len(active))]
             self._forget(fault_id)
             return "remove", fault_id
         kinds = self.profile.kinds

@@ -136,39 +136,38 @@ class LimitService:
     # -- the one entry point -----------------------------------------------------------------
     def call(self, method: str, path: str, body=None, query: dict[str, str] | None = None) -> Answer:
         """Answer one request; `body` is already-parsed JSON (or None)."""
-        try:
-            found = route(method, path)
-        except BadRequest as exc:
-            return 400, error_body("bad_request", str(exc))
-        return self.dispatch(found, method, path, body, query)
+        return self._routed(method, path, body, query, hold=False)
 
     def dispatch(self, found: Route, method: str, path: str, body=None,
                  query: dict[str, str] | None = None) -> Answer:
         """Answer one request whose route is already resolved (`routes.route`)."""
-        handler, path_id = found
-        if handler is None:
-            return 404, error_body("not_found", f"no route {method} {path}")
-        try:
-            return handler(self, path_id, body, query)
-        except BadRequest as exc:
-            return 400, error_body("bad_request", str(exc))
+        return self._handled(found, method, path, body, query, hold=False)
 
     def start(self, method: str, path: str, body=None,
               query: dict[str, str] | None = None) -> Answer | Awaiting:
         """`call` up to the request's await point: its answer, or the write awaiting."""
-        try:
-            found = route(method, path)
-        except BadRequest as exc:
-            return 400, error_body("bad_request", str(exc))
-        return self.begin(found, method, path, body, query)
+        return self._routed(method, path, body, query, hold=True)
 
     def begin(self, found: Route, method: str, path: str, body=None,
               query: dict[str, str] | None = None) -> Answer | Awaiting:
         """`dispatch` up to the request's await point: its answer, or the write awaiting."""
+        return self._handled(found, method, path, body, query, hold=True)
+
+    def _routed(self, method: str, path: str, body, query: dict[str, str] | None,
+                hold: bool) -> Answer | Awaiting:
+        try:
+            found = route(method, path)
+        except BadRequest as exc:
+            return 400, error_body("bad_request", str(exc))
+        return self._handled(found, method, path, body, query, hold)
+
+    def _handled(self, found: Route, method: str, path: str, body,
+                 query: dict[str, str] | None, hold: bool) -> Answer | Awaiting:
+        """`hold`: a write stops at its await point (`holding`) instead of running through."""
         handler, path_id = found
         if handler is None:
             return 404, error_body("not_found", f"no route {method} {path}")
-        self.holding = True
+        self.holding = hold
         try:
             return handler(self, path_id, body, query)
         except BadRequest as exc:
