@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,14 +224,15 @@ class _ParquetSlices:
 
     def batches(self) -> Iterator[pl.DataFrame]:
         last: tuple[int, int] | None = None  # (seq, row) of the previous slice's last row
-        # The next slice is read on another thread while the caller works on this one: polars
-        # reads without the GIL, so the two cores share the work.
+        # The next slices are read on another thread while the caller works on this one:
+        # polars reads without the GIL, so the two cores share the work.
         with ThreadPoolExecutor(1) as pool:
-            ahead = pool.submit(self.read, *self.bounds[0])
+            ahead = deque(pool.submit(self.read, *bounds)
+                          for bounds in self.bounds[:READ_AHEAD])
             for n in range(len(self.bounds)):  # bounded by the file's slices
-                frame = ahead.result()
-                if n + 1 < len(self.bounds):
-                    ahead = pool.submit(self.read, *self.bounds[n + 1])
+                frame = ahead.popleft().result()
+                if n + READ_AHEAD < len(self.bounds):
+                    ahead.append(pool.submit(self.read, *self.bounds[n + READ_AHEAD]))
                 last = self._check_boundary(frame, last)
                 yield frame
 
@@ -253,6 +255,15 @@ class _ParquetSlices:
         frame = _canonical(self.source, raw, self.names, self.money_unit, first_row=start)
         return _in_seq_order(self.source, frame, self.as_of_seq, sort=False)
 
+    def read_rows(self, rows: list[int]) -> pl.DataFrame:
+        """Single rows, each converted and checked as in `read`; read at once, in parallel."""
+        parts = _read_parquet_parts(self.source, self.names, [(row, 1) for row in rows])
+        return pl.concat([
+            _in_seq_order(self.source, _canonical(self.source, raw, self.names,
+                                                  self.money_unit, first_row=row),
+                          self.as_of_seq, sort=False)
+            for row, raw in zip(rows, parts)])  # bounded: FETCH_ONE_BY_ONE_MAX
+
     def fetch(self, rows: list[int]) -> pl.DataFrame:
         """Single rows, each read on its own (a Parquet reader skips to the page that holds
         it); past FETCH_ONE_BY_ONE_MAX rows one pass over the file is cheaper."""
@@ -261,14 +272,14 @@ class _ParquetSlices:
             found = pl.concat([frame.filter(pl.col("row").is_in(wanted))
                                for frame in self.batches()])
         else:
-            found = pl.concat([self.read(row, row + 1) for row in sorted(set(rows))]) \
-                if rows else self.read(0, 0)
+            found = self.read_rows(sorted(set(rows))) if rows else self.read(0, 0)
         at = {row: n for n, row in enumerate(found["row"].to_list())}
         return found[[at[row] for row in rows]]
 
 
 BATCH_ROWS = 500_000
-FETCH_ONE_BY_ONE_MAX = 256  # about 6 ms each: 256 of them cost about one pass over the file
+READ_AHEAD = 2  # slices read ahead of the one being worked on (1 left a core idle at times)
+FETCH_ONE_BY_ONE_MAX = 256  # read in parallel, 2 to 3 ms each: 256 cost about one pass
 
 
 def _slice_bounds(source: Source, names: dict[str, str]) -> list[tuple[int, int]]:
@@ -341,25 +352,39 @@ def _read_parquet(source: Source, names: dict[str, str],
                   rows: tuple[int, int] | None = None) -> dict[str, pl.Series]:
     """The columns, or `rows` = (offset, length) of them. The whole file: a ledger's few-valued
     columns as categoricals; a slice: as they are, it is soon dropped."""
+    # Streaming for the whole file: the text of a vocabulary column becomes codes a batch at a
+    # time.
+    return _read_parquet_parts(source, names, [rows],
+                               "streaming" if rows is None else "auto")[0]
+
+
+def _read_parquet_parts(source: Source, names: dict[str, str],
+                        parts: list[tuple[int, int] | None],
+                        engine: str = "auto") -> list[dict[str, pl.Series]]:
+    """Several `rows` of `_read_parquet` at once: polars reads them on all its threads."""
     try:
         schema = pl.read_parquet_schema(source.spec)
         _missing_columns(source, schema, names)
-        vocabulary = {names[c] for c in VOCABULARY_COLUMNS
-                      if c in names and "seq" in names and rows is None}
-        wanted = [pl.col(n).cast(pl.Categorical) if n in vocabulary and schema[n] == pl.Utf8
-                  else pl.col(n) for n in dict.fromkeys(names.values())]
         scan = pl.scan_parquet(source.spec)
-        if rows is not None:
-            frame = scan.slice(*rows).select(wanted).collect()
-        else:
-            # Streaming: the text of a vocabulary column becomes codes a batch at a time.
-            frame = scan.select(wanted).collect(engine="streaming")
+        # Each part its own plan: shared, the slices would not be pushed into the reads.
+        frames = pl.collect_all([_parquet_part(scan, schema, names, rows) for rows in parts],
+                                engine=engine,
+                                optimizations=pl.QueryOptFlags(comm_subplan_elim=False))
     except UsageError:
         raise
     except Exception as exc:  # polars raises many types for a damaged file
         raise UsageError(f"{source.label}: not a readable Parquet file ({_first_line(exc)})") \
             from None
-    return {c: frame[n] for c, n in names.items()}
+    return [{c: frame[n] for c, n in names.items()} for frame in frames]
+
+
+def _parquet_part(scan: pl.LazyFrame, schema: dict, names: dict[str, str],
+                  rows: tuple[int, int] | None) -> pl.LazyFrame:
+    vocabulary = {names[c] for c in VOCABULARY_COLUMNS
+                  if c in names and "seq" in names and rows is None}
+    wanted = [pl.col(n).cast(pl.Categorical) if n in vocabulary and schema[n] == pl.Utf8
+              else pl.col(n) for n in dict.fromkeys(names.values())]
+    return scan.select(wanted) if rows is None else scan.slice(*rows).select(wanted)
 
 
 def _read_csv(source: Source, names: dict[str, str]) -> dict[str, pl.Series]:
