@@ -458,11 +458,14 @@ def test_accounts_sharing_a_hash_prefix_are_untangled():
     h2 = np.array([1, 2, 3, 1, 2, 1, 3, 2], np.uint64)
     order, top = engine._account_order(h1, shift)
     h2s = h2[order]
-    engine._untangle(order, top, h2s)
+    h2s.flags.writeable = False  # as a column polars gathered
+    rows = order.copy()  # a column carried along
+    order, h2s, carried = engine._untangle(top, order, h2s, rows)
     first = engine._starts(top, h2s)
     assert sorted(order.tolist()) == list(range(n))
     groups = [group.tolist() for group in np.split(order, np.flatnonzero(first)[1:])]
     assert sorted(groups) == [[0, 3, 5], [1, 4, 7], [2, 6]]
+    assert carried.tolist() == order.tolist()
 
 
 # -- the command --------------------------------------------------------------------------------

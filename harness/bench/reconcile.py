@@ -298,20 +298,27 @@ def _print_table(results: dict[str, list[dict]]) -> None:
     words = ", ".join(f"{stage} {stages[stage]:.2f}" for stage in STAGES)
     print(f"ours, stages of the best run (s): {words}; writing the reports "
           f"{fastest['seconds'] - stages['total']:.2f}")
-    _print_targets(best, peak)
+    compare_s = min(r["stages"]["compare"] for r in results["ours"])
+    _print_targets(best, peak, compare_s)
 
 
-def _print_targets(best: dict[str, float], peak: dict[str, float]) -> None:
+def _print_targets(best: dict[str, float], peak: dict[str, float], compare_s: float) -> None:
     ours = best["ours"]
     rows = [("ours, best s", f"{ours:.2f}", f"< {TARGET_SECONDS:g}", ours < TARGET_SECONDS),
             ("ours, peak RSS MiB", f"{peak['ours']:.0f}", f"< {TARGET_MIB}",
              peak["ours"] < TARGET_MIB)]
-    if "datacompy_polars" in best:
-        ratio = best["datacompy_polars"] / ours
-        rows.append(("datacompy polars / ours", f"{ratio:.2f}x", "> 1x", ratio > 1))
-    if "datacompy_pandas" in best:
-        ratio = best["datacompy_pandas"] / ours
-        rows.append(("datacompy pandas / ours", f"{ratio:.2f}x", ">= 3x", ratio >= 3))
+    # Against datacompy two ways: our whole run (it reads and derives 10^7 entries, datacompy
+    # is handed both tables in memory), and our compare stage alone (the display in memory,
+    # each row matched to its account and compared with the oracle there: datacompy's work).
+    for name, label, target in (("datacompy_polars", "datacompy polars", 1),
+                                ("datacompy_pandas", "datacompy pandas", 3)):
+        if name not in best:
+            continue
+        sign = ">" if target == 1 else ">="
+        for what, ours_s in (("ours", ours), ("our compare", compare_s)):
+            ratio = best[name] / ours_s
+            ok = ratio > target if target == 1 else ratio >= target
+            rows.append((f"{label} / {what}", f"{ratio:.2f}x", f"{sign} {target}x", ok))
     if "floor" in best:
         ratio = ours / best["floor"]
         rows.append(("ours / polars floor", f"{ratio:.2f}x", "<= 3x", ratio <= 3))
@@ -320,7 +327,7 @@ def _print_targets(best: dict[str, float], peak: dict[str, float]) -> None:
     print("targets (best runs, side by side in this one run):")
     for name, value, target, ok in rows:
         verdict = "" if ok is None else ("met" if ok else "MISSED")
-        print(f"  {name:<26} {value:>9}  {target:<7} {verdict}")
+        print(f"  {name:<33} {value:>9}  {target:<7} {verdict}")
 
 
 def _check_planted(data: Path) -> bool:
