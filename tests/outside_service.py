@@ -4,6 +4,7 @@ harness (standard library only), and is run as a child process, as a user's own 
 
     python outside_service.py --port PORT --ledger FILE [--lag-ms 20]
                               [--ack-before-durable] [--broken-idempotency]
+                              [--repay-not-shown] [--draw-over-limit]
 
 The ledger is a JSON-lines file: each accepted write is appended and fsynced before it is
 acknowledged, and so is each remembered rejection (the contract remembers every outcome but a
@@ -11,11 +12,15 @@ acknowledged, and so is each remembered rejection (the contract remembers every 
 rebuilt from it before the port is opened. A projector thread applies each committed entry to
 the display `--lag-ms` after its commit, as an asynchronous read model would.
 
-Two seeded bugs, each a real one:
+Four seeded bugs, each a real one:
 - `--ack-before-durable`: writes go to a large user-space buffer and are acknowledged before they
   reach the disk; a SIGKILL loses every acknowledged write still in the buffer.
 - `--broken-idempotency`: request ids are remembered in memory only, and never rebuilt from the
   file: after a restart, a client retrying a request that had committed writes it a second time.
+- `--repay-not-shown`: the projector moves the display's as_of_seq past a repay without applying
+  it: the user repays and the available limit does not come back.
+- `--draw-over-limit`: a draw is checked against the credit line, not against what is left of
+  it: the ledger holds draws the limit did not allow.
 """
 
 from __future__ import annotations
@@ -77,9 +82,11 @@ class Account:
 
 class Service:
     def __init__(self, path: str, lag_ms: int, ack_before_durable: bool,
-                 broken_idempotency: bool) -> None:
+                 broken_idempotency: bool, repay_not_shown: bool = False,
+                 draw_over_limit: bool = False) -> None:
         self.path, self.lag_s = path, lag_ms / 1000
         self.ack_before_durable, self.broken_idempotency = ack_before_durable, broken_idempotency
+        self.repay_not_shown, self.draw_over_limit = repay_not_shown, draw_over_limit
         self.lock = threading.Lock()
         self.entries: list[dict] = []
         self.accounts: dict[str, Account] = {}
@@ -184,7 +191,8 @@ class Service:
         if kind == "draw":
             if account.status != "active":
                 raise Refused(423, "account_not_active", f"account is {account.status}")
-            if value > account.available():
+            left = account.credit_line if self.draw_over_limit else account.available()
+            if value > left:
                 raise Refused(409, "insufficient_limit", "over the available limit")
             return [self._entry(request_id, account_id, "draw", amount=value)]
         if kind == "repay":
@@ -244,7 +252,8 @@ class Service:
                 shown = self.display.get(entry["account_id"])
                 account = Account(entry["credit_line"]) if entry["type"] == "open" else \
                     _copy(shown[0])
-                if entry["type"] != "open":
+                if entry["type"] != "open" and not (self.repay_not_shown
+                                                    and entry["type"] == "repay"):
                     account.apply(entry)
                 self.display[entry["account_id"]] = (account, entry["seq"])
 
@@ -367,8 +376,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lag-ms", type=int, default=20)
     parser.add_argument("--ack-before-durable", action="store_true")
     parser.add_argument("--broken-idempotency", action="store_true")
+    parser.add_argument("--repay-not-shown", action="store_true")
+    parser.add_argument("--draw-over-limit", action="store_true")
     args = parser.parse_args(argv)
-    service = Service(args.ledger, args.lag_ms, args.ack_before_durable, args.broken_idempotency)
+    service = Service(args.ledger, args.lag_ms, args.ack_before_durable, args.broken_idempotency,
+                      args.repay_not_shown, args.draw_over_limit)
     threading.Thread(target=service.project, daemon=True, name="projector").start()
     if args.ack_before_durable:
         threading.Thread(target=service.flush_now_and_then, daemon=True, name="flush").start()
