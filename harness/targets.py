@@ -177,6 +177,9 @@ class HttpTarget:
         if http.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.connect_s = min(2.0, http.timeout_s)
+        # A connection in use is given back within one answer's bounds: waiting longer for a
+        # free one means one was lost, and the wait must not be forever.
+        self.pool_wait_s = self.answer_s_max + self.connect_s
         # Twice the callers: each may have a second request on the wire (`request_at_once`),
         # and one waiting for a connection would not be at once.
         self.pool = urllib3.PoolManager(
@@ -197,8 +200,12 @@ class HttpTarget:
         headers = self._json_headers if data is not None else self.headers
         try:
             response = self.pool.request(method, self.base_url + path, body=data,
-                                         headers=headers, redirect=False, preload_content=False)
+                                         headers=headers, redirect=False, preload_content=False,
+                                         pool_timeout=self.pool_wait_s)
             raw = self._bounded(response)
+        except urllib3.exceptions.EmptyPoolError:
+            return Reply(None, None, f"timeout: no free connection to the target within "
+                                     f"{self.pool_wait_s:g} s (every one is still in use)")
         except urllib3.exceptions.HTTPError as exc:
             return Reply(None, None, redact(f"{type(exc).__name__}: {exc}"))
         if isinstance(raw, str):  # over a bound: what it sent is not an answer

@@ -96,3 +96,20 @@ def test_a_cut_off_display_is_a_contract_violation_and_a_cut_off_ledger_is_unjud
             fetch_ledger(recorder)
     finally:
         stop.set()
+
+
+def test_waiting_for_a_free_connection_is_bounded():
+    """Every connection of the pool taken and never given back: a request is refused after the
+    bound, as a timeout, instead of waiting forever."""
+    url, stop = _endless_server()
+    try:
+        target = HttpTarget(url, pool_size=1, http=HttpOptions(timeout_s=0.5))
+        pool = target.pool.connection_from_url(url)
+        taken = [pool._get_conn() for _ in range(2)]  # the pool's two connections (2 x 1)
+        started = time.monotonic()
+        reply = target.request("GET", "/v1/accounts/a1/display")
+        took_s = time.monotonic() - started
+    finally:
+        stop.set()
+    assert taken and reply.status is None and reply.error.startswith("timeout: no free"), reply
+    assert target.pool_wait_s <= took_s < target.pool_wait_s + 5
