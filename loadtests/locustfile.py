@@ -26,7 +26,6 @@ import logging
 import functools
 import os
 import ssl
-import random
 import socket
 import sys
 import time
@@ -50,13 +49,12 @@ from harness.load import (FLUSH_WAIT_S, PROCESS_STRIDE, REQUEST_TIMEOUT_S, SHIP_
                           import_judging, save)
 from harness.secrets import redact
 from harness.targets import Reply
-from harness.workload import Action, Workload, load_config
+from harness.workload import Action, Race, Workload, load_config
 
 MSG_START = "limit_start"   # master -> workers: this test's run id and seed
 MSG_OPS = "limit_ops"       # worker -> master: a chunk of ops
 MSG_FLUSH = "limit_flush"   # master -> workers: stop your users and send your final chunk
 LOCAL = "local"             # the worker id of a single local process's own users
-BURST_P = 0.06              # share of a user's turns that send two requests at once
 SHIP_ROUNDS_MAX = 10**8     # shipping rounds per test: years at SHIP_INTERVAL_S
 NEMESIS_SLEEP_MAX_S = 0.25  # so a stop is noticed quickly between two distant moves
 NEMESIS_MOVES_MAX = 10**7
@@ -121,7 +119,7 @@ class LimitUser(FastHttpUser):
     if SETTINGS.ca_bundle is not None:
         ssl_context_factory = staticmethod(functools.partial(
             ssl.create_default_context, cafile=str(SETTINGS.ca_bundle)))
-    concurrency = 4  # a burst sends two requests on this user's own connections
+    concurrency = 4  # a race sends two requests on this user's own connections
     wait_time = between(*(ms / 1000 for ms in SETTINGS.think_ms or
                           (PERSONAS.think_ms_min, PERSONAS.think_ms_max)))
 
@@ -135,52 +133,42 @@ class LimitUser(FastHttpUser):
         self.workload = Workload(PERSONAS, dice(STATE.seed, 10 + STATE.streams + process),
                                  f"{STATE.tag}-p{process}")
         self.user = _user_for(self.workload, self.persona, process)
-        self.rng = random.Random(self.workload.rng.getrandbits(64))
         self._post_headers = {**HEADERS, "Content-Type": "application/json"}
         self._get_headers = dict(HEADERS)
         for action in self.workload.opens(self.user):
-            self._send(action)
+            self._observed(action)
 
     @task
     def act(self) -> None:
         if STATE.log is not None and STATE.log.full:
             raise StopUser()  # past the recording bound: load the judge cannot see is not sent
-        account_id = self.rng.choice(self.user.accounts)
-        belief = self.user.belief.get(account_id)
-        if belief is not None and self.rng.random() < BURST_P:
-            self._burst(account_id, belief)
+        race = self.workload.next_race(self.user)  # the workload's races, as `run` sends them
+        if race is None:
+            self._observed(self.workload.next_action(self.user))
         else:
-            self._send(self.workload.next_action(self.user))
+            self._race(race)
+
+    def _observed(self, action: Action) -> None:
+        self.workload.observe(self.user, action, *self._send(action))
 
     # -- same-account concurrency, on purpose ----------------------------------------------------
-    def _burst(self, account_id: str, belief) -> None:
-        w, user = self.workload, self.user
-        kind = self.rng.choice(("double_tap", "two_devices", "retry_in_flight"))
-        draw = Action("draw", account_id, {"amount": w.draw_amount(belief),
-                                            "request_id": w._rid(user)})
-        if kind == "double_tap":
-            second = Action("draw", account_id, {"amount": w.draw_amount(belief),
-                                                  "request_id": w._rid(user)})
-            self._at_once(draw, lambda _: second)
-        elif kind == "two_devices":
-            repay = Action("repay", account_id, {"amount": w.repay_amount(belief),
-                                                  "request_id": w._rid(user)})
-            self._at_once(draw, lambda _: repay)
-        else:
-            self._at_once(draw, lambda index: Action("draw", account_id, dict(draw.body),
-                                                     retry_of=index))
-
-    def _at_once(self, first: Action, second_of) -> None:
-        """`first` from a second greenlet, then `second_of(first's op index)` from this one,
-        before the first has been answered."""
+    def _race(self, race: Race) -> None:
+        """The first write from a second greenlet, then the second from this one, before the
+        first has been answered; both folded into the user's belief in commit order."""
         sent: dict = {}
-        other = gevent.spawn(self._send, first, sent)
+        first = gevent.spawn(self._send, race.first, sent)
         gevent.sleep(0)  # the other greenlet invokes and sends until it waits for its answer
-        self._send(second_of(sent.get("index")))
-        other.join(timeout=REQUEST_TIMEOUT_S * 2)
+        index = sent.get("index")
+        race.first_invoked(-1 if index is None else index)  # -1: not recorded, still a retry
+        second = self._send(race.second)
+        first.join(timeout=REQUEST_TIMEOUT_S * 2)
+        if first.successful():
+            self.workload.observe_race(self.user, [(race.first, *first.value),
+                                                   (race.second, *second)])
 
     # -- one request, recorded and classified --------------------------------------------------
-    def _send(self, action: Action, sent: dict | None = None) -> None:
+    def _send(self, action: Action, sent: dict | None = None) -> tuple[int, str, object]:
+        """(its op index, -1 unrecorded; its outcome; the answer's body)."""
         oplog = STATE.log
         if oplog is not None and oplog.full:
             raise StopUser()
@@ -203,9 +191,7 @@ class LimitUser(FastHttpUser):
                 response.failure(problem)
         if op is not None:
             oplog.complete(op, outcome, reply.status, reply.body, error)
-        if action.f != "display":
-            self.workload.observe(self.user, action, op.index if op is not None else -1,
-                                  outcome, reply.body)
+        return (op.index if op is not None else -1), outcome, reply.body
 
 
 def _user_for(workload: Workload, persona: str, process: int):
