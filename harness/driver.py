@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from .client import Recorder
 from .collector import fewer_collections
@@ -120,10 +121,15 @@ PROBE_ACCOUNTS_MAX = 32   # a probe reads the displays of at most this many acco
 PROBE_SCAN_OPS_MAX = 4096  # ... the last written, found among at most this many latest ops
 
 
-def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
+def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int,
+                  written: Callable[[], list[str]] | None = None) -> None:
+    """One move; a probe reads the accounts `written` gives (default: the ones the recorder's
+    own history wrote last; a load test's master passes its workers')."""
     move, what = nemesis.next_move(now_ms)
     if move == "probe":
-        _probe(recorder, nemesis.next_fault_ms)
+        accounts = written() if written is not None else recently_written(
+            recorder.history.ops, PROBE_ACCOUNTS_MAX)
+        _probe(recorder, nemesis.next_fault_ms, accounts)
     elif move == "add":
         op = recorder.add_fault(NEMESIS, what)
         fault_id = op.response.get("fault_id") if op.outcome == "ok" else None
@@ -132,11 +138,11 @@ def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int) -> None:
         recorder.remove_fault(NEMESIS, what)
 
 
-def _probe(recorder: Recorder, until_ms: float) -> None:
+def _probe(recorder: Recorder, until_ms: float, accounts: list[str]) -> None:
     """Read the displays of the accounts written last, as the users who just wrote would look,
     until `until_ms` (the nemesis's next move); the first read that gets no answer ends the
     probe (the next would wait as long)."""
-    for account_id in recently_written(recorder.history.ops, PROBE_ACCOUNTS_MAX):
+    for account_id in accounts:  # bounded: PROBE_ACCOUNTS_MAX
         if recorder.target.now_ms() >= until_ms:
             return
         if recorder.display(NEMESIS, account_id).outcome == "info":

@@ -45,7 +45,8 @@ from .client import Recorder, ledger_head_seq
 from .clock import rfc3339
 from .contract import ENTRY_FIELDS_BY_TYPE, WRITE_KINDS, cured_request_id
 from .deadline import Deadline, DeadlineExceeded, bounded
-from .driver import _nemesis_move, dice
+from .driver import (PROBE_ACCOUNTS_MAX, PROBE_SCAN_OPS_MAX, _nemesis_move, dice,
+                     recently_written)
 from .errors import HarnessError, UsageError, exit_code
 from .history import FS, History, Op, new_history
 from .http_options import HttpOptions
@@ -762,10 +763,17 @@ class LoadRun:
         """Make the nemesis's move when due; seconds until the next one (inf: no faults)."""
         now_ms = self.clock.now_ms()
         if self.nemesis.due(now_ms):
-            _nemesis_move(self.recorder, self.nemesis, now_ms)
+            _nemesis_move(self.recorder, self.nemesis, now_ms, self._recently_written)
         if not self.nemesis.profile.kinds:
             return math.inf
         return max(0.0, (self.nemesis.next_ms - self.clock.now_ms()) / 1000)
+
+    def _recently_written(self) -> list[str]:
+        """The accounts the users wrote last: the master's own history holds only the
+        nemesis's ops; the users' are in the chunks their workers have shipped so far."""
+        latest = sorted((op for log in self.collector.logs.values()
+                         for op in log.ops[-PROBE_SCAN_OPS_MAX:]), key=lambda op: op.invoke_ms)
+        return recently_written(latest, PROBE_ACCOUNTS_MAX)
 
     def finish(self, expected_workers: set[str], locust_stats: dict, config: dict) -> Judged:
         """Merge, converge, check and judge. Call once the nemesis has stopped and the workers'

@@ -269,6 +269,24 @@ def test_two_workers_histories_merge_into_one(two_processes):
 
 
 @pytest.mark.http
+def test_the_nemesis_probes_the_accounts_the_workers_users_wrote(two_processes):
+    """After resets and through calms the master reads the displays of the accounts written
+    last; its own history has only the nemesis's ops, so they come from the workers' chunks."""
+    ops = _history(two_processes.report_dir).ops
+    converging = next(op.index for op in ops
+                      if op.f == "phase" and op.request["name"] == "convergence")
+    ops = ops[:converging]  # after it, process 0 reads every display to converge
+    probes = [op for op in ops if op.process == 0 and op.f == "display"]
+    assert probes, "the master probed no display during the load"
+    written_before = set()
+    for op in ops:  # in invocation order
+        if op.process == 0 and op.f == "display":
+            assert op.account_id in written_before, "a probe read an account nobody wrote"
+        elif op.is_write and op.process != 0:
+            written_before.add(op.account_id)
+
+
+@pytest.mark.http
 def test_business_answers_count_as_locust_successes(two_processes):
     history = _history(two_processes.report_dir)
     business = [op for op in history.ops if op.outcome == "fail" and op.http_status in
