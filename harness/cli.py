@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--engine", choices=("columnar", "rows"), default="columnar")
     reconcile.add_argument("--policy", type=Path, default=None)
     reconcile.add_argument("--report-dir", type=Path, default=None)
+    reconcile.add_argument("--quiet", action="store_true", help="no progress line")
 
     from . import bench as benchmarks  # the options only; each benchmark's work loads on use
 
@@ -484,6 +485,7 @@ def _reconcile(args) -> int:
 
     from . import console, gate
     from .packaged import read_toml
+    from .progress import Progress
     from .reconcile import ReconcileConfig, partition, reconcile
     from .reports import document, write_reports
     from .secrets import url_shown
@@ -495,7 +497,11 @@ def _reconcile(args) -> int:
         money_unit=args.money_unit, engine=args.engine,
         partition=partition.parse(args.partition) if args.partition else None)
     started_s = time.time()
-    result = reconcile(config)
+    progress = Progress("rows", quiet=args.quiet)
+    try:
+        result = reconcile(config, progress)
+    finally:
+        progress.done()
     stamp = dt.datetime.fromtimestamp(started_s, dt.timezone.utc)
     shown = {"ledger": url_shown(args.ledger), "display": url_shown(args.display),
              "as_of_seq": args.as_of_seq, "partition": args.partition, "engine": args.engine,

@@ -50,3 +50,7 @@ class Progress:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+# Progress nobody watches: a default that needs no `if` where progress is reported.
+QUIET = Progress("", quiet=True)

@@ -492,7 +492,13 @@ def test_the_reconcile_command_passes_fails_and_refuses_with_its_exit_codes(tmp_
                                str(ledger), "--display", str(display), *more], cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
 
-    assert cli(good, "--report-dir", "ok").returncode == 0
+    passed = cli(good, "--report-dir", "ok")
+    assert passed.returncode == 0
+    # Progress on stderr, a stage a line in a log; none with --quiet.
+    assert "reading the ledger..." in passed.stderr.splitlines()
+    assert "comparing the display..." in passed.stderr.splitlines()
+    quiet = cli(good, "--report-dir", "quiet", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
     failed = cli(bad, "--report-dir", "bad")
     assert failed.returncode == 1 and "inconsistent_display" in failed.stdout
     report = json.loads((tmp_path / "bad" / "report.json").read_text())

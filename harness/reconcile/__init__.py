@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..findings import SEVERITIES, Finding
+from ..progress import QUIET, Progress
 from . import partition as partitions
 
 # Imported when used: `harness.reconcile.partition` must load without polars (`gate --merge`).
@@ -44,9 +45,9 @@ class ReconcileResult:
     stats: dict = field(default_factory=dict)
 
 
-def reconcile(config: ReconcileConfig) -> ReconcileResult:
+def reconcile(config: ReconcileConfig, progress: Progress = QUIET) -> ReconcileResult:
     """Every finding in the exported ledger and display, worst first. UsageError (one line) when
-    a source cannot be read or an option makes no sense."""
+    a source cannot be read or an option makes no sense. `progress` hears of each stage."""
     import importlib
 
     from . import sources
@@ -59,7 +60,7 @@ def reconcile(config: ReconcileConfig) -> ReconcileResult:
                                  config.as_of_seq)
     display = sources.read_display(config.display, config.columns, config.money_unit)
     read_seconds = time.perf_counter() - started
-    findings, stats = engine.run(ledger, display, config.as_of_seq, config.partition)
+    findings, stats = engine.run(ledger, display, config.as_of_seq, config.partition, progress)
     started = time.perf_counter()
     findings = sort_findings(findings)
     seconds = {"read": read_seconds, **stats.pop("seconds")}

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 
 from .. import contract
+from ..progress import QUIET, Progress
 from ..findings import Finding, entry_words, fen
 from . import partition as partitions
 from .rows import DisplayCase, display_finding, entry_dict, is_rfc3339
@@ -66,26 +67,28 @@ SEEDS = (0x5EED_0001, 0x5EED_0002)
 
 
 def run(ledger: Table, display: Table, cut_seq: int | None,
-        partition: tuple[int, int] | None) -> tuple[list[Finding], dict]:
+        partition: tuple[int, int] | None,
+        progress: Progress = QUIET) -> tuple[list[Finding], dict]:
     """Findings and stats (seconds per stage: read, derive, check, compare, classify)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    try:
-        shape = _shape(ledger.batches(), ledger.rows_max, partition)
-    except NotInSeqOrder:  # an export out of seq order: read whole, sorted
-        shape = _shape(iter([ledger.frame]), ledger.frame.height, partition)
+    shape = _shaped(ledger, partition, progress)
+    progress.phase("grouping accounts and deriving the oracle")
     _mark_reused(ledger, shape)
     accounts = _group(shape)
     state = _derive(accounts)
     seconds["read"] = shape.read_s
     seconds["derive"] = _lap(started) - shape.read_s
+    progress.phase("checking the ledger rules")
     started = time.perf_counter()
     flags = _judge(accounts, state, shape)
     seconds["check"] = _lap(started)
+    progress.phase("comparing the display")
     started = time.perf_counter()
     display_frame = _partitioned_display(display.frame, partition)
     cases = _compare(display_frame, ledger, shape, accounts, state, cut_seq)
     seconds["compare"] = _lap(started)
+    progress.phase("explaining the findings")
     started = time.perf_counter()
     malformed = _malformed(ledger, shape, partition)
     findings = (_structure_findings(malformed)
@@ -100,6 +103,15 @@ def run(ledger: Table, display: Table, cut_seq: int | None,
 
 def _lap(started: float) -> float:
     return time.perf_counter() - started
+
+
+def _shaped(ledger: Table, partition: tuple[int, int] | None, progress: Progress) -> _Shape:
+    progress.phase("reading the ledger", total=ledger.rows_max)
+    try:
+        return _shape(ledger.batches(), ledger.rows_max, partition, progress)
+    except NotInSeqOrder:  # an export out of seq order: read whole, sorted
+        progress.phase("reading the ledger whole (it is not in seq order)")
+        return _shape(iter([ledger.frame]), ledger.frame.height, partition, progress)
 
 
 # -- 1. the format of each entry, a slice of the ledger at a time ---------------------------------
@@ -143,16 +155,18 @@ SLICE_COLUMNS = {"row": np.int64, "seq": np.int64, "problem": np.uint8, "kind": 
 
 
 def _shape(batches: Iterator[pl.DataFrame], rows_max: int,
-           partition: tuple[int, int] | None) -> _Shape:
+           partition: tuple[int, int] | None, progress: Progress) -> _Shape:
     # Each slice is copied into arrays made once for the whole ledger (`rows_max`, trimmed to
     # what the cut keeps), so a slice's own buffers go as soon as it is done.
     whole = {name: np.empty(rows_max, dtype) for name, dtype in SLICE_COLUMNS.items()
              if name != "row"}  # a partition keeps fewer: trimmed below
     rows: np.ndarray | None = None  # made only when a slice's rows are not its positions
     suffixed, suffixed_base_hash, malformed = [], [], []
-    read_s, started, position = 0.0, time.perf_counter(), 0
+    read_s, started, position, rows_read = 0.0, time.perf_counter(), 0, 0
     for frame in batches:  # bounded by the ledger's slices
         read_s += time.perf_counter() - started
+        rows_read += frame.height
+        progress.update(rows_read)
         assert position + frame.height <= rows_max
         part = _shape_slice(frame, position, partition)
         kept = len(part["row"])
@@ -727,10 +741,7 @@ def expected_display(ledger: Table, display: Table) -> pl.DataFrame:
     """What each display row should show by the oracle (at its as_of_seq, or the final state
     when null): the expected table a generic table comparer is given in the benchmark. Nulls
     where the ledger gives no state."""
-    try:
-        shape = _shape(ledger.batches(), ledger.rows_max, None)
-    except NotInSeqOrder:
-        shape = _shape(iter([ledger.frame]), ledger.frame.height, None)
+    shape = _shaped(ledger, None, QUIET)
     _mark_reused(ledger, shape)
     accounts = _group(shape)
     state = _derive(accounts)

@@ -22,6 +22,7 @@ from ..checkers import CheckConfig, check
 from ..entries import entry_problem as entry_format_problem
 from ..findings import Finding, view_words
 from ..history import History
+from ..progress import QUIET, Progress
 from .sources import LEDGER_COLUMNS, Table
 
 CHECKER = "reconcile"
@@ -158,9 +159,11 @@ def _flat_diff(expected: dict | None, actual: dict | None) -> dict | None:
 # -- the engine -----------------------------------------------------------------------------------
 
 def run(ledger: Table, display: Table, cut_seq: int | None,
-        partition: tuple[int, int] | None) -> tuple[list[Finding], dict]:
+        partition: tuple[int, int] | None,
+        progress: Progress = QUIET) -> tuple[list[Finding], dict]:
     """Findings and stage seconds, row by row."""
     seconds: dict[str, float] = {}
+    progress.phase("judging row by row (the reference engine)")
     started = time.perf_counter()
     ledger_rows = _partitioned(ledger.frame, partition)
     display_rows = _partitioned(display.frame, partition)
