@@ -485,7 +485,7 @@ def _reconcile(args) -> int:
 
     from . import console, gate
     from .packaged import read_toml
-    from .progress import Progress
+    from .progress import LOG_EVERY_S, Progress
     from .reconcile import ReconcileConfig, partition, reconcile
     from .reports import document, write_reports
     from .secrets import url_shown
@@ -497,7 +497,7 @@ def _reconcile(args) -> int:
         money_unit=args.money_unit, engine=args.engine,
         partition=partition.parse(args.partition) if args.partition else None)
     started_s = time.time()
-    progress = Progress("rows", quiet=args.quiet)
+    progress = Progress("rows", quiet=args.quiet, log_after_s=LOG_EVERY_S)
     try:
         result = reconcile(config, progress)
     finally:

@@ -11,11 +11,15 @@ LOG_EVERY_S = 5.0
 
 
 class Progress:
-    def __init__(self, unit: str, quiet: bool = False, stream=None) -> None:
+    def __init__(self, unit: str, quiet: bool = False, stream=None,
+                 log_after_s: float = 0.0) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = self.stream.isatty()
         self.every_s = TTY_EVERY_S if self.tty else LOG_EVERY_S
+        # In a log, nothing before `log_after_s`: a command that ends sooner (or fails on its
+        # input, whose one-line error must stand alone) leaves no progress lines behind.
+        self._log_from_s = time.monotonic() + log_after_s if not self.tty else 0.0
         self.name = "phase"
         self.total = None
         self.unit = unit
@@ -42,7 +46,7 @@ class Progress:
             self.stream.flush()
 
     def _emit(self, text: str) -> None:
-        if self.quiet:
+        if self.quiet or time.monotonic() < self._log_from_s:
             return
         self._last_s = time.monotonic()
         if self.tty:
