@@ -201,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--partition", default=None, metavar="K/N",
                            help="only the accounts in part K of N (stable hash of account_id)")
     reconcile.add_argument("--engine", choices=("columnar", "rows"), default="columnar")
+    # The default is reconcile's own (harness/reconcile/budget.py), which this module does not
+    # import: the reconcile package loads the findings and their diff library.
+    reconcile.add_argument("--findings-max", type=_non_negative_int, default=None, metavar="N",
+                           help="stop with an error, before explaining any, when there are "
+                                "more findings than this (default 100,000)")
     reconcile.add_argument("--policy", type=Path, default=None)
     reconcile.add_argument("--report-dir", type=Path, default=None)
     reconcile.add_argument("--quiet", action="store_true", help="no progress line")
@@ -495,7 +500,8 @@ def _reconcile(args) -> int:
     config = ReconcileConfig(
         ledger=args.ledger, display=args.display, as_of_seq=args.as_of_seq, columns=columns,
         money_unit=args.money_unit, engine=args.engine,
-        partition=partition.parse(args.partition) if args.partition else None)
+        partition=partition.parse(args.partition) if args.partition else None,
+        **({} if args.findings_max is None else {"findings_max": args.findings_max}))
     started_s = time.time()
     progress = Progress("rows", quiet=args.quiet, log_after_s=LOG_EVERY_S)
     try:

@@ -522,3 +522,34 @@ def test_reconcile_reports_its_stages_and_the_rows_read(tmp_path, engine):
     reconcile(ReconcileConfig(ledger, display, engine=engine),
               Progress("rows", stream=heard, log_after_s=60))
     assert heard.getvalue() == "", "a log hears nothing before log_after_s"
+
+
+def test_over_findings_max_stops_before_explaining_with_one_line(tmp_path, engine):
+    """A display in yuan read as fen makes every row a finding: past the bound, a one-line
+    error counting them by kind, not minutes of explanations."""
+    x = Export()
+    for n in range(4):  # bounded: four accounts
+        x.open(f"a{n}")
+        x.draw(f"a{n}", 100_00 + n)
+    x.show_all()
+    for row in x.display:
+        row["credit_line"] += 1
+    ledger, display = x.write(tmp_path)
+    rows = len(x.display)
+    result = reconcile(ReconcileConfig(ledger, display, engine=engine, findings_max=rows))
+    assert len(result.findings) == rows  # at the bound: all of them
+    with pytest.raises(UsageError) as caught:
+        reconcile(ReconcileConfig(ledger, display, engine=engine, findings_max=rows - 1))
+    words = str(caught.value)
+    assert f"{rows:,} findings ({rows:,} inconsistent_display)" in words, words
+    assert "--findings-max" in words and "\n" not in words
+
+
+def test_the_cli_says_the_findings_bound_the_library_has():
+    from harness.cli import build_parser
+    from harness.reconcile.budget import FINDINGS_MAX
+
+    assert f"(default {FINDINGS_MAX:,})" in build_parser().format_help() or any(
+        f"(default {FINDINGS_MAX:,})" in action.help
+        for sub in build_parser()._subparsers._group_actions for parser in sub.choices.values()
+        for action in parser._actions if action.help)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..errors import UsageError
 from ..findings import SEVERITIES, Finding
 from ..progress import QUIET, Progress
+from . import budget
 from . import partition as partitions
 
 # Imported when used: `harness.reconcile.partition` must load without polars (`gate --merge`).
@@ -37,6 +38,8 @@ class ReconcileConfig:
     money_unit: str = "fen"  # or "yuan": decimals with at most two places
     partition: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the accounts
     engine: str = "columnar"
+    # Over this many findings, stop before explaining any (budget.py): a one-line error.
+    findings_max: int = budget.FINDINGS_MAX
 
 
 @dataclass
@@ -60,7 +63,8 @@ def reconcile(config: ReconcileConfig, progress: Progress = QUIET) -> ReconcileR
                                  config.as_of_seq)
     display = sources.read_display(config.display, config.columns, config.money_unit)
     read_seconds = time.perf_counter() - started
-    findings, stats = engine.run(ledger, display, config.as_of_seq, config.partition, progress)
+    findings, stats = engine.run(ledger, display, config.as_of_seq, config.partition, progress,
+                                 config.findings_max)
     started = time.perf_counter()
     findings = sort_findings(findings)
     seconds = {"read": read_seconds, **stats.pop("seconds")}
@@ -78,6 +82,8 @@ def _validate(config: ReconcileConfig) -> None:
                                          or config.as_of_seq < 0):
         raise UsageError(f"as_of_seq {config.as_of_seq!r} must be a non-negative integer (a "
                          f"ledger seq)")
+    if type(config.findings_max) is not int or config.findings_max < 1:
+        raise UsageError(f"findings_max {config.findings_max!r} must be a positive integer")
     if config.money_unit not in sources.MONEY_UNITS:
         raise UsageError(f"money unit {config.money_unit!r} must be fen or yuan")
     if config.partition is not None:

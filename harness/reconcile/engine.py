@@ -39,8 +39,9 @@ import polars as pl
 from .. import contract
 from ..progress import QUIET, Progress
 from ..findings import Finding, entry_words, fen
+from . import budget
 from . import partition as partitions
-from .rows import DisplayCase, display_finding, entry_dict, is_rfc3339
+from .rows import PROBLEM_KINDS, DisplayCase, display_finding, entry_dict, is_rfc3339
 from .sources import NotInSeqOrder, Table
 
 CHECKER = "ledger"  # ledger-rule findings speak for the ledger checker, as the reference's do
@@ -67,8 +68,8 @@ SEEDS = (0x5EED_0001, 0x5EED_0002)
 
 
 def run(ledger: Table, display: Table, cut_seq: int | None,
-        partition: tuple[int, int] | None,
-        progress: Progress = QUIET) -> tuple[list[Finding], dict]:
+        partition: tuple[int, int] | None, progress: Progress = QUIET,
+        findings_max: int = budget.FINDINGS_MAX) -> tuple[list[Finding], dict]:
     """Findings and stats (seconds per stage: read, derive, check, compare, classify)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -86,7 +87,12 @@ def run(ledger: Table, display: Table, cut_seq: int | None,
     progress.phase("comparing the display")
     started = time.perf_counter()
     display_frame = _partitioned_display(display.frame, partition)
-    cases = _compare(display_frame, ledger, shape, accounts, state, cut_seq)
+    # Counted before any is explained (see budget.py).
+    counted = {"ledger_rule_violation": flags.count(),
+               "contract_violation": len(np.unique(shape.problem[shape.problem != 0]))}
+    cases = _compare(display_frame, ledger, shape, accounts, state, cut_seq,
+                     lambda display_counts: budget.check({**counted, **display_counts},
+                                                         findings_max))
     seconds["compare"] = _lap(started)
     progress.phase("explaining the findings")
     started = time.perf_counter()
@@ -569,6 +575,11 @@ class _Flags:
     cure_wrong: np.ndarray
     missing_cure: np.ndarray
 
+    def count(self) -> int:
+        return (sum(len(p) for p in self.errors.values()) + len(self.second_open)
+                + len(self.no_open) + len(self.cure_not_due) + len(self.cure_wrong)
+                + len(self.missing_cure))
+
 
 def _judge(accounts: _Accounts, state: _State, shape: _Shape) -> _Flags:
     # The state before row i is the state after row i - 1, read through views shifted by one
@@ -703,8 +714,11 @@ def _oracle_per_row(display: pl.DataFrame, accounts: _Accounts, state: _State) -
 
 
 def _compare(display: pl.DataFrame, ledger: Table, shape: _Shape, accounts: _Accounts,
-             state: _State, cut_seq: int | None) -> list[DisplayCase]:
+             state: _State, cut_seq: int | None, counted=lambda counts: None
+             ) -> list[DisplayCase]:
+    """The display's cases; `counted` hears how many of each kind there will be, first."""
     if not len(accounts.order):
+        counted({"inconsistent_display": display.height})
         nothing = _Context({}, {}, np.zeros(0), np.zeros(0), cut_seq)
         return [_display_case("unknown_account", display, row, nothing)
                 for row in range(display.height)]  # bounded by the display
@@ -719,13 +733,18 @@ def _compare(display: pl.DataFrame, ledger: Table, shape: _Shape, accounts: _Acc
     context = _Context(o.view_at, o.final, o.last_seq, o.last - o.at, cut_seq)
     problems = (("unknown_account", ~known), ("null_diverges", diverges), ("future_seq", future),
                 ("inconsistent", wrong), ("stale", stale))
+    seen = np.zeros(len(accounts.starts), bool)
+    seen[o.group[known]] = True
+    missing = np.flatnonzero(~seen)
+    counts = {"display_divergence": len(missing)}
+    for problem, mask in problems:  # bounded: five problems
+        kind = PROBLEM_KINDS[problem]
+        counts[kind] = counts.get(kind, 0) + int(np.count_nonzero(mask))
+    counted(counts)
     cases = []
     for problem, mask in problems:  # bounded: five problems
         for row in np.flatnonzero(mask):  # bounded by the flagged rows
             cases.append(_display_case(problem, display, int(row), context))
-    seen = np.zeros(len(accounts.starts), bool)
-    seen[o.group[known]] = True
-    missing = np.flatnonzero(~seen)
     ends = accounts.ends
     last_rows = _source_rows(shape, accounts.position(ends[missing] - 1))
     names = ledger.fetch(last_rows)["account_id"].to_list() if len(missing) else []

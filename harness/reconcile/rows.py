@@ -23,6 +23,7 @@ from ..entries import entry_problem as entry_format_problem
 from ..findings import Finding, view_words
 from ..history import History
 from ..progress import QUIET, Progress
+from . import budget
 from .sources import LEDGER_COLUMNS, Table
 
 CHECKER = "reconcile"
@@ -159,8 +160,8 @@ def _flat_diff(expected: dict | None, actual: dict | None) -> dict | None:
 # -- the engine -----------------------------------------------------------------------------------
 
 def run(ledger: Table, display: Table, cut_seq: int | None,
-        partition: tuple[int, int] | None,
-        progress: Progress = QUIET) -> tuple[list[Finding], dict]:
+        partition: tuple[int, int] | None, progress: Progress = QUIET,
+        findings_max: int = budget.FINDINGS_MAX) -> tuple[list[Finding], dict]:
     """Findings and stage seconds, row by row."""
     seconds: dict[str, float] = {}
     progress.phase("judging row by row (the reference engine)")
@@ -177,6 +178,10 @@ def run(ledger: Table, display: Table, cut_seq: int | None,
     started = time.perf_counter()
     cases = display_cases(display_rows, timelines, cut_seq)
     seconds["compare"] = _lap(started)
+    counts: dict[str, int] = {}
+    for kind in [f.kind for f in ledger_findings] + [PROBLEM_KINDS[c.problem] for c in cases]:
+        counts[kind] = counts.get(kind, 0) + 1  # bounded by the findings
+    budget.check(counts, findings_max)  # the columnar engine's bound, held the same
     started = time.perf_counter()
     findings = ledger_findings + [display_finding(case) for case in cases]
     seconds["classify"] = _lap(started)
