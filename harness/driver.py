@@ -122,14 +122,12 @@ PROBE_SCAN_OPS_MAX = 4096  # ... the last written, found among at most this many
 
 
 def _nemesis_move(recorder: Recorder, nemesis: Nemesis, now_ms: int,
-                  written: Callable[[], list[str]] | None = None) -> None:
-    """One move; a probe reads the accounts `written` gives (default: the ones the recorder's
-    own history wrote last; a load test's master passes its workers')."""
+                  written: Callable[[], list[str]]) -> None:
+    """One move; a probe reads the accounts `written` gives (`written_last` of the recorder's
+    history; a load test's master passes its workers')."""
     move, what = nemesis.next_move(now_ms)
     if move == "probe":
-        accounts = written() if written is not None else recently_written(
-            recorder.history.ops, PROBE_ACCOUNTS_MAX)
-        _probe(recorder, nemesis.next_fault_ms, accounts)
+        _probe(recorder, nemesis.next_fault_ms, written())
     elif move == "add":
         op = recorder.add_fault(NEMESIS, what)
         fault_id = op.response.get("fault_id") if op.outcome == "ok" else None
@@ -147,6 +145,11 @@ def _probe(recorder: Recorder, until_ms: float, accounts: list[str]) -> None:
             return
         if recorder.display(NEMESIS, account_id).outcome == "info":
             return
+
+
+def written_last(recorder: Recorder) -> Callable[[], list[str]]:
+    """The accounts a probe reads: those the recorder's own history wrote last."""
+    return lambda: recently_written(recorder.history.ops, PROBE_ACCOUNTS_MAX)
 
 
 def recently_written(ops: list, accounts_max: int) -> list[str]:
@@ -167,6 +170,7 @@ def _safety_simulated(plan, target, recorder, workload, users, nemesis, progress
     heapq.heapify(queue)
     by_process = {user.process: user for user in users}
     choose = dice(plan.seed, INTERLEAVING_STREAM).randrange
+    written = written_last(recorder)
     done = 0
     for _ in range(plan.ops):  # each step makes at least one op
         if done >= plan.ops:
@@ -174,7 +178,7 @@ def _safety_simulated(plan, target, recorder, workload, users, nemesis, progress
         at_ms, process = heapq.heappop(queue)
         while nemesis.due(at_ms):
             target.wait_ms(max(0, nemesis.next_ms - target.now_ms()))
-            _nemesis_move(recorder, nemesis, target.now_ms())
+            _nemesis_move(recorder, nemesis, target.now_ms(), written)
         target.wait_ms(max(0, at_ms - target.now_ms()))
         user = by_process[process]
         made = _act(recorder, workload, user, choose)
@@ -201,13 +205,14 @@ def _safety_http(plan, target, recorder, workload_config, users, nemesis, progre
         threads.append(thread)
         thread.start()
     deadline_s = time.monotonic() + plan.duration_s + HTTP_STOP_GRACE_S  # even if workers hang
+    written = written_last(recorder)
     # A worker that stopped on an error (its command's wall-clock bound among them) ends the
     # drive now, not at its planned end.
     while target.now_ms() < stop_ms and time.monotonic() < deadline_s and not errors:
         now_ms = target.now_ms()
         # Every move due by now, not one per poll: a short run's cycle has moves ms apart.
         while nemesis.due(now_ms) and target.now_ms() < stop_ms:
-            _nemesis_move(recorder, nemesis, now_ms)
+            _nemesis_move(recorder, nemesis, now_ms, written)
             now_ms = target.now_ms()
         progress.update((now_ms - start_ms) // 1000, faults=len(nemesis.active),
                         ops=len(recorder.history))

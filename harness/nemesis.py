@@ -562,8 +562,6 @@ class Nemesis:
         self.rng = rng
         self.plan = build_plan(profile, rng, length_ms or DEFAULT_LENGTH_MS, sla_ms)
         self._end_ms = start_ms + self.plan.length_ms
-        self._isolating: list[str] = []  # those of them that may silence the target
-        self._slot_ids: dict[int, str] = {}
         self._adding: int | None = None
         self._slots_used = 0
         self._queue: deque[_Due] = deque()
@@ -587,6 +585,16 @@ class Nemesis:
     def active(self) -> list[str]:
         """The ids of the lasting faults on, in the order they came on."""
         return list(self._faults)
+
+    @property
+    def _isolating(self) -> list[str]:
+        """Those of them that may silence the target."""
+        return [fault_id for fault_id, (_, fault) in self._faults.items()
+                if isolates(fault["kind"])]
+
+    def _on_slot(self, slot: int) -> str | None:
+        """The id of the planned fault of `slot`, while it is on."""
+        return next((fault_id for fault_id, (on, _) in self._faults.items() if on == slot), None)
 
     @property
     def next_fault_ms(self) -> float:
@@ -639,7 +647,7 @@ class Nemesis:
             self._adding = item.slot
             return "add", item.fault
         if item.what == "remove":
-            fault_id = self._slot_ids.pop(item.slot)
+            fault_id = self._on_slot(item.slot)
         else:
             fault_id = item.fault
         self._forget(fault_id)
@@ -650,10 +658,6 @@ class Nemesis:
             return
         if is_lasting(fault["kind"]):
             self._faults[fault_id] = (self._adding, fault)
-            if isolates(fault["kind"]):
-                self._isolating.append(fault_id)
-            if self._adding is not None:
-                self._slot_ids[self._adding] = fault_id
         elif fault["kind"] in RESTARTS_TARGET and self._faults:
             self._after_restart()
         self._adding = None
@@ -668,8 +672,7 @@ class Nemesis:
     def _restoring(self) -> tuple[str, dict | None]:
         item = self._restore.popleft()
         if item is None:
-            self._isolating, self._faults = [], {}
-            self._slot_ids.clear()
+            self._faults = {}
             return "remove", None
         self._adding, fault = item
         return "add", fault
@@ -687,7 +690,7 @@ class Nemesis:
                 self._queue.popleft()
                 self._queue.extend(_Due(head.at_ms, "drop", fault=f) for f in self._dropped())
                 self._queue.append(_Due(self._next_cycle_ms, "cycle"))
-            elif head.what == "remove" and head.slot not in self._slot_ids:
+            elif head.what == "remove" and self._on_slot(head.slot) is None:
                 self._queue.popleft()
             else:
                 break
@@ -719,11 +722,10 @@ class Nemesis:
     def _dropped(self) -> list[str]:
         """Every active fault, those silencing the target first (else removing the others
         would wait on it)."""
-        return sorted(self.active, key=lambda fault_id: fault_id not in self._isolating)
+        isolating = self._isolating
+        return sorted(self.active, key=lambda fault_id: fault_id not in isolating)
 
     def _forget(self, fault_id: str) -> None:
-        if fault_id in self._isolating:
-            self._isolating.remove(fault_id)
         self._faults.pop(fault_id, None)
 
     def _delay(self, late_ms: int) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -714,8 +714,8 @@ def _oracle_per_row(display: pl.DataFrame, accounts: _Accounts, state: _State) -
 
 
 def _compare(display: pl.DataFrame, ledger: Table, shape: _Shape, accounts: _Accounts,
-             state: _State, cut_seq: int | None, counted=lambda counts: None
-             ) -> list[DisplayCase]:
+             state: _State, cut_seq: int | None,
+             counted: Callable[[dict[str, int]], None]) -> list[DisplayCase]:
     """The display's cases; `counted` hears how many of each kind there will be, first."""
     if not len(accounts.order):
         counted({"inconsistent_display": display.height})
