@@ -374,8 +374,13 @@ def test_toxics_added_and_removed_from_another_thread_while_traffic_flows(proxy)
             errors.append(exc)
 
     def churn() -> None:
+        # At least 100 rounds, and on until the traffic has made its exchanges under the churn
+        # (a fast machine ran the 100 rounds before the traffic had made 20).
+        until_s = time.monotonic() + 10
         try:
-            for i in range(100):
+            for i in range(100_000):
+                if i >= 100 and (exchanges[0] > 40 or time.monotonic() > until_s):
+                    return
                 proxy.add_toxic(f"lag{i}", "latency", rng=random.Random(i), latency_ms=1,
                                 jitter_ms=1)
                 proxy.add_toxic(f"bw{i}", "bandwidth", "downstream", rate_kbps=100_000)
